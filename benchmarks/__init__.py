@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure; their output feeds docs/results.md."""

@@ -1,0 +1,89 @@
+"""Elastic overhead: a supernet training step at an active arch vs the extracted static subnet.
+
+    .venv/bin/python -m benchmarks.elastic_overhead [--family mbv3_small_images] [--rounds 30]
+
+Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
+middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
+both alike, and prints the ratio of medians (supernet / static). Target: <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import onceforall as ofa
+
+
+def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
+    def mid(choices):
+        return choices[len(choices) // 2]
+
+    d = mid(space.depths)
+    n = space.num_stages
+    return space.arch(
+        mid(space.resolutions),
+        (d,) * n,
+        ((mid(space.kernel_sizes),) * d,) * n,
+        ((mid(space.expand_ratios),) * d,) * n,
+        (mid(space.width_mults),) * n if space.width_mults else (),
+    )
+
+
+def _step(model, opt, x, y) -> float:
+    t = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", default="mbv3_small_images")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    in_ch = 1 if "small" in args.family else 3
+    net = ofa.create_supernet(args.family, num_classes=10, in_channels=in_ch).train()
+    space = net.space
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"# {args.family}, batch {args.batch}, {args.rounds} interleaved rounds, "
+        f"{args.threads} threads, torch {torch.__version__}, {cpu}"
+    )
+    print(f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
+    for label, arch in (
+        ("largest", space.largest()),
+        ("median", _middle(space)),
+        ("smallest", space.smallest()),
+    ):
+        net.set_active(arch)
+        static = net.extract(arch).train()
+        x = torch.randn(args.batch, in_ch, arch.resolution, arch.resolution)
+        y = torch.randint(0, 10, (args.batch,))
+        opt_super = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        opt_static = torch.optim.SGD(static.parameters(), lr=1e-3, momentum=0.9)
+        for _ in range(args.warmup):
+            _step(net, opt_super, x, y)
+            _step(static, opt_static, x, y)
+        t_super, t_static = [], []
+        for _ in range(args.rounds):
+            t_super.append(_step(net, opt_super, x, y))
+            t_static.append(_step(static, opt_static, x, y))
+        ms, mt = statistics.median(t_super) * 1e3, statistics.median(t_static) * 1e3
+        print(f"{label:9} {net.macs(arch) / 1e6:7.2f} {ms:12.2f} {mt:10.2f} {ms / mt:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

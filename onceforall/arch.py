@@ -1,0 +1,568 @@
+"""Architectures and the spaces they live in.
+
+An :class:`ArchConfig` names one subnet of a supernet: the input resolution, how many blocks run in
+each stage, and the kernel size and expand ratio of each block that runs. Blocks skipped by depth
+carry no choices at all, so two archs that build the same network are equal and hash equal.
+
+A :class:`SearchSpace` holds the choice sets. It samples, mutates, crosses over, checks membership,
+counts its size and encodes archs as feature vectors. Each progressive-shrinking phase is a narrower
+space made with :meth:`SearchSpace.restrict`.
+
+The string form is compact and shell-safe (no brackets or spaces)::
+
+    r28-k3e4,k5e6_k7e3,k3e3,k5e4_...    # resolution 28; stages split by "_", blocks by ","
+    r28-w1,0.8-k3e4,k5e6_...             # with per-stage width multipliers, where a family has them
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+
+__all__ = ["ArchConfig", "SearchSpace", "as_generator"]
+
+
+def _fmt(v: float) -> str:
+    """Shortest decimal form of a choice value: 4.0 -> "4", 0.25 -> "0.25"."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """Turn a seed into a CPU ``torch.Generator``; pass a generator through unchanged.
+
+    Sampling never touches the global RNG: ``None`` means seed 0, so a forgotten seed is still
+    reproducible rather than silently random.
+    """
+    if isinstance(generator, torch.Generator):
+        return generator
+    if generator is None:
+        generator = 0
+    if not isinstance(generator, int) or isinstance(generator, bool):
+        raise TypeError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
+    return torch.Generator().manual_seed(generator)
+
+
+class _Draws:
+    """Random numbers from a ``torch.Generator``, drawn in chunks.
+
+    One ``torch`` call per choice costs microseconds; an evolutionary search makes 10^5 of them.
+    Drawing 128 at a time keeps sampling fast and still fully determined by the generator.
+    """
+
+    _CHUNK = 128
+
+    def __init__(self, g: torch.Generator) -> None:
+        self._g = g
+        self._ints: list[int] = []
+        self._floats: list[float] = []
+
+    def pick(self, choices: Sequence[Any]) -> Any:
+        if not self._ints:
+            self._ints = torch.randint(1 << 30, (self._CHUNK,), generator=self._g).tolist()
+        return choices[self._ints.pop() % len(choices)]
+
+    def coin(self, p: float) -> bool:
+        if not self._floats:
+            self._floats = torch.rand(self._CHUNK, generator=self._g).tolist()
+        return self._floats.pop() < p
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One subnet: resolution, per-stage depth, per-block kernel size and expand ratio.
+
+    Args:
+        resolution: input image side in pixels.
+        depths: number of blocks that run in each stage.
+        kernel_sizes: per stage, the depthwise kernel size of each running block
+            (``len(kernel_sizes[s]) == depths[s]``).
+        expand_ratios: per stage, the expand ratio of each running block.
+        width_mults: per-stage width multipliers, for families with elastic width; ``()`` otherwise.
+
+    Validation here covers what is wrong in any space (shapes, signs, even kernels); whether the
+    values belong to a particular supernet is checked by :meth:`SearchSpace.validate`.
+    """
+
+    resolution: int
+    depths: tuple[int, ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    expand_ratios: tuple[tuple[float, ...], ...]
+    width_mults: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalise containers and numbers: equality and hashing ignore list-vs-tuple and 4-vs-4.0.
+        try:
+            depths = tuple(int(d) for d in self.depths)
+            ks = tuple(tuple(int(k) for k in stage) for stage in self.kernel_sizes)
+            es = tuple(tuple(float(e) for e in stage) for stage in self.expand_ratios)
+            ws = tuple(float(w) for w in self.width_mults)
+            res = int(self.resolution)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"ArchConfig fields must be numbers or sequences of them: {exc}"
+            ) from exc
+        object.__setattr__(self, "resolution", res)
+        object.__setattr__(self, "depths", depths)
+        object.__setattr__(self, "kernel_sizes", ks)
+        object.__setattr__(self, "expand_ratios", es)
+        object.__setattr__(self, "width_mults", ws)
+        if res <= 0:
+            raise ValueError(f"resolution={res} must be a positive number of pixels")
+        if len(ks) != len(depths) or len(es) != len(depths):
+            raise ValueError(
+                f"depths has {len(depths)} stages but kernel_sizes has {len(ks)} and "
+                f"expand_ratios has {len(es)}: give one entry per stage"
+            )
+        for s, d in enumerate(depths):
+            if d < 0:
+                raise ValueError(f"depths[{s}]={d} must be >= 0")
+            if len(ks[s]) != d or len(es[s]) != d:
+                raise ValueError(
+                    f"stage {s} has depth {d} but {len(ks[s])} kernel sizes and {len(es[s])} "
+                    f"expand ratios: give exactly one per running block (skipped blocks carry none)"
+                )
+            for b, k in enumerate(ks[s]):
+                if k <= 0 or k % 2 == 0:
+                    raise ValueError(f"kernel_sizes[{s}][{b}]={k} must be a positive odd number")
+            for b, e in enumerate(es[s]):
+                if not e > 0:
+                    raise ValueError(f"expand_ratios[{s}][{b}]={e} must be > 0")
+        for s, w in enumerate(ws):
+            if not w > 0:
+                raise ValueError(f"width_mults[{s}]={w} must be > 0")
+
+    # ---------------------------------------------------------------- string and JSON forms
+    def __str__(self) -> str:
+        parts = [f"r{self.resolution}"]
+        if self.width_mults:
+            parts.append("w" + ",".join(_fmt(w) for w in self.width_mults))
+        stages = (
+            ",".join(f"k{k}e{_fmt(e)}" for k, e in zip(ks, es, strict=True)) or "0"
+            for ks, es in zip(self.kernel_sizes, self.expand_ratios, strict=True)
+        )
+        parts.append("_".join(stages))
+        return "-".join(parts)
+
+    _BLOCK = re.compile(r"k(\d+)e(\d+(?:\.\d+)?)")
+
+    @classmethod
+    def parse(cls, text: str) -> ArchConfig:
+        """Inverse of ``str(arch)``: ``ArchConfig.parse(str(a)) == a``.
+
+        Raises:
+            ValueError: naming the malformed part and showing the expected form.
+        """
+        expected = "expected e.g. 'r28-k3e4,k5e6_k7e3,k3e3' (resolution, then stages split by '_')"
+        if not isinstance(text, str):
+            raise ValueError(f"arch string must be a str, got {type(text).__name__}")
+        parts = text.strip().split("-")
+        if len(parts) not in (2, 3) or not re.fullmatch(r"r\d+", parts[0]):
+            raise ValueError(f"malformed arch string {text!r}: {expected}")
+        width_mults: tuple[float, ...] = ()
+        if len(parts) == 3:
+            if not re.fullmatch(r"w\d+(\.\d+)?(,\d+(\.\d+)?)*", parts[1]):
+                raise ValueError(
+                    f"malformed width part {parts[1]!r} in {text!r}: expected 'w1,0.8'"
+                )
+            width_mults = tuple(float(w) for w in parts[1][1:].split(","))
+        kernel_sizes, expand_ratios = [], []
+        for stage in parts[-1].split("_"):
+            if stage == "0":
+                kernel_sizes.append(())
+                expand_ratios.append(())
+                continue
+            blocks = [cls._BLOCK.fullmatch(b) for b in stage.split(",")]
+            if not all(blocks):
+                raise ValueError(f"malformed stage {stage!r} in {text!r}: {expected}")
+            kernel_sizes.append(tuple(int(m[1]) for m in blocks))
+            expand_ratios.append(tuple(float(m[2]) for m in blocks))
+        return cls(
+            resolution=int(parts[0][1:]),
+            depths=tuple(len(k) for k in kernel_sizes),
+            kernel_sizes=tuple(kernel_sizes),
+            expand_ratios=tuple(expand_ratios),
+            width_mults=width_mults,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists, ints and floats only)."""
+        return {
+            "resolution": self.resolution,
+            "depths": list(self.depths),
+            "kernel_sizes": [list(s) for s in self.kernel_sizes],
+            "expand_ratios": [list(s) for s in self.expand_ratios],
+            "width_mults": list(self.width_mults),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys are errors."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown ArchConfig keys {sorted(unknown)}; allowed: {sorted(names)}")
+        missing = {"resolution", "depths", "kernel_sizes", "expand_ratios"} - set(data)
+        if missing:
+            raise ValueError(f"ArchConfig dict is missing keys {sorted(missing)}")
+        return cls(**data)
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of elastic blocks that run."""
+        return sum(self.depths)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choice sets of a supernet: every arch it can run.
+
+    All stages share the same choice sets (as in the Once-for-All spaces); ``max(depths)`` blocks
+    per stage exist in the supernet. Choice tuples are kept sorted ascending.
+
+    Args:
+        num_stages: number of elastic stages.
+        kernel_sizes: depthwise kernel size choices.
+        expand_ratios: expand ratio choices.
+        depths: blocks-per-stage choices.
+        resolutions: input resolution choices.
+        width_mults: per-stage width multiplier choices; ``()`` for families without elastic width.
+    """
+
+    num_stages: int
+    kernel_sizes: tuple[int, ...]
+    expand_ratios: tuple[float, ...]
+    depths: tuple[int, ...]
+    resolutions: tuple[int, ...]
+    width_mults: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        canon = {
+            "kernel_sizes": tuple(sorted({int(k) for k in self.kernel_sizes})),
+            "expand_ratios": tuple(sorted({float(e) for e in self.expand_ratios})),
+            "depths": tuple(sorted({int(d) for d in self.depths})),
+            "resolutions": tuple(sorted({int(r) for r in self.resolutions})),
+            "width_mults": tuple(sorted({float(w) for w in self.width_mults})),
+        }
+        for name, values in canon.items():
+            object.__setattr__(self, name, values)
+            if name != "width_mults" and not values:
+                raise ValueError(f"SearchSpace.{name} must hold at least one choice")
+        if self.num_stages <= 0:
+            raise ValueError(f"num_stages={self.num_stages} must be positive")
+        if self.depths[0] < 0:
+            raise ValueError(f"depths={self.depths} must be >= 0")
+        # Probe the choices through ArchConfig's own checks once (odd kernels, positive values).
+        ArchConfig(
+            self.resolutions[0],
+            (1,),
+            ((self.kernel_sizes[0],),),
+            ((self.expand_ratios[0],),),
+            self.width_mults[:1],
+        )
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def max_depth(self) -> int:
+        return self.depths[-1]
+
+    @property
+    def num_slots(self) -> int:
+        """Number of block slots in the supernet (``num_stages * max_depth``)."""
+        return self.num_stages * self.max_depth
+
+    @property
+    def size(self) -> int:
+        """Exact number of distinct subnets (archs that build different networks)."""
+        per_block = len(self.kernel_sizes) * len(self.expand_ratios)
+        per_stage = sum(per_block**d for d in self.depths)
+        widths = len(self.width_mults) ** self.num_stages if self.width_mults else 1
+        return len(self.resolutions) * widths * per_stage**self.num_stages
+
+    def restrict(self, **choices: Iterable[float]) -> SearchSpace:
+        """A narrower space, e.g. ``space.restrict(kernel_sizes=(7,), depths=(4,))``.
+
+        Raises:
+            ValueError: for an unknown dimension or a choice this space does not have.
+        """
+        dims = ("kernel_sizes", "expand_ratios", "depths", "resolutions", "width_mults")
+        for name, values in choices.items():
+            if name not in dims:
+                raise ValueError(f"cannot restrict unknown dimension {name!r}; choose from {dims}")
+            values = tuple(values)
+            extra = sorted(set(map(float, values)) - set(map(float, getattr(self, name))))
+            if extra:
+                raise ValueError(
+                    f"{name}={values} is not a subset of this space's {name}={getattr(self, name)}"
+                    f" (not in it: {extra})"
+                )
+            if not values:
+                raise ValueError(f"{name} must keep at least one choice")
+        return replace(self, **choices)
+
+    # ---------------------------------------------------------------- membership
+    def _errors(self, arch: ArchConfig) -> list[str]:
+        errs: list[str] = []
+
+        def check(label: str, value: float, allowed: tuple) -> None:
+            if value not in allowed:
+                shown = tuple(_fmt(a) for a in allowed)
+                errs.append(f"{label}={_fmt(value)} is not one of the allowed choices {shown}")
+
+        check("resolution", arch.resolution, self.resolutions)
+        if len(arch.depths) != self.num_stages:
+            errs.append(f"depths has {len(arch.depths)} stages; this space has {self.num_stages}")
+            return errs
+        if self.width_mults:
+            if len(arch.width_mults) != self.num_stages:
+                errs.append(
+                    f"width_mults has {len(arch.width_mults)} entries; this space needs "
+                    f"{self.num_stages} (one per stage) from {self.width_mults}"
+                )
+            for s, w in enumerate(arch.width_mults[: self.num_stages]):
+                check(f"width_mults[{s}]", w, self.width_mults)
+        elif arch.width_mults:
+            errs.append(f"width_mults={arch.width_mults} given but this space has no elastic width")
+        for s in range(self.num_stages):
+            check(f"depths[{s}]", arch.depths[s], self.depths)
+            for b, k in enumerate(arch.kernel_sizes[s]):
+                check(f"kernel_sizes[{s}][{b}]", k, self.kernel_sizes)
+            for b, e in enumerate(arch.expand_ratios[s]):
+                check(f"expand_ratios[{s}][{b}]", e, self.expand_ratios)
+        return errs
+
+    def validate(self, arch: ArchConfig) -> ArchConfig:
+        """Return ``arch`` if it belongs to this space.
+
+        Raises:
+            ValueError: naming each offending field, its value and the allowed choices.
+        """
+        if not isinstance(arch, ArchConfig):
+            raise TypeError(f"expected an ArchConfig, got {type(arch).__name__}")
+        errs = self._errors(arch)
+        if errs:
+            raise ValueError(f"arch {arch} is outside the search space: " + "; ".join(errs))
+        return arch
+
+    def __contains__(self, arch: object) -> bool:
+        return isinstance(arch, ArchConfig) and not self._errors(arch)
+
+    def arch(
+        self,
+        resolution: int,
+        depths: Sequence[int],
+        kernel_sizes: Sequence[Sequence[int]],
+        expand_ratios: Sequence[Sequence[float]],
+        width_mults: Sequence[float] = (),
+    ) -> ArchConfig:
+        """Build an arch and validate it against this space in one step."""
+        return self.validate(
+            ArchConfig(
+                resolution,
+                tuple(depths),
+                tuple(map(tuple, kernel_sizes)),
+                tuple(map(tuple, expand_ratios)),
+                tuple(width_mults),
+            )
+        )
+
+    def parse(self, text: str) -> ArchConfig:
+        """Parse an arch string and validate it against this space."""
+        return self.validate(ArchConfig.parse(text))
+
+    # ---------------------------------------------------------------- named archs
+    def _uniform(self, pick: int) -> ArchConfig:
+        d = self.depths[pick]
+        return ArchConfig(
+            self.resolutions[pick],
+            (d,) * self.num_stages,
+            ((self.kernel_sizes[pick],) * d,) * self.num_stages,
+            ((self.expand_ratios[pick],) * d,) * self.num_stages,
+            (self.width_mults[pick],) * self.num_stages if self.width_mults else (),
+        )
+
+    def largest(self) -> ArchConfig:
+        """Every choice at its maximum."""
+        return self._uniform(-1)
+
+    def smallest(self) -> ArchConfig:
+        """Every choice at its minimum."""
+        return self._uniform(0)
+
+    # ---------------------------------------------------------------- sampling and evolution
+    def _sample_blocks(self, n: int, g: _Draws) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        ks = tuple(g.pick(self.kernel_sizes) for _ in range(n))
+        es = tuple(g.pick(self.expand_ratios) for _ in range(n))
+        return ks, es
+
+    def sample(self, generator: torch.Generator | int | None = None) -> ArchConfig:
+        """A uniformly random choice per dimension (depth per stage, then its blocks' choices).
+
+        Args:
+            generator: a ``torch.Generator`` (advanced in place) or an int seed.
+        """
+        g = _Draws(as_generator(generator))
+        res = g.pick(self.resolutions)
+        widths = tuple(g.pick(self.width_mults) for _ in self.width_mults[:1] * self.num_stages)
+        depths, ks, es = [], [], []
+        for _ in range(self.num_stages):
+            d = g.pick(self.depths)
+            k, e = self._sample_blocks(d, g)
+            depths.append(d)
+            ks.append(k)
+            es.append(e)
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+
+    def mutate(
+        self, arch: ArchConfig, prob: float = 0.1, generator: torch.Generator | int | None = None
+    ) -> ArchConfig:
+        """Resample each choice of ``arch`` independently with probability ``prob``.
+
+        A stage that grows deeper gets freshly sampled choices for its new blocks.
+        """
+        self.validate(arch)
+        g = _Draws(as_generator(generator))
+        res = g.pick(self.resolutions) if g.coin(prob) else arch.resolution
+        widths = tuple(g.pick(self.width_mults) if g.coin(prob) else w for w in arch.width_mults)
+        depths, ks, es = [], [], []
+        for s in range(self.num_stages):
+            d = g.pick(self.depths) if g.coin(prob) else arch.depths[s]
+            k = [g.pick(self.kernel_sizes) if g.coin(prob) else v for v in arch.kernel_sizes[s]]
+            e = [g.pick(self.expand_ratios) if g.coin(prob) else v for v in arch.expand_ratios[s]]
+            if d > len(k):
+                new_k, new_e = self._sample_blocks(d - len(k), g)
+                k += new_k
+                e += new_e
+            depths.append(d)
+            ks.append(tuple(k[:d]))
+            es.append(tuple(e[:d]))
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+
+    def crossover(
+        self, a: ArchConfig, b: ArchConfig, generator: torch.Generator | int | None = None
+    ) -> ArchConfig:
+        """Uniform crossover: each choice comes from ``a`` or ``b`` with equal probability.
+
+        A block present in only one parent (its stage is deeper there) takes that parent's choices.
+        """
+        self.validate(a)
+        self.validate(b)
+        g = _Draws(as_generator(generator))
+
+        def either(x: Any, y: Any) -> Any:
+            return x if g.coin(0.5) else y
+
+        res = either(a.resolution, b.resolution)
+        widths = tuple(either(x, y) for x, y in zip(a.width_mults, b.width_mults, strict=True))
+        depths, ks, es = [], [], []
+        for s in range(self.num_stages):
+            d = either(a.depths[s], b.depths[s])
+            k, e = [], []
+            for i in range(d):
+                # Block i exists in at least one parent since d is one of their depths.
+                pa = a if i < a.depths[s] else b
+                pb = b if i < b.depths[s] else a
+                k.append(either(pa.kernel_sizes[s][i], pb.kernel_sizes[s][i]))
+                e.append(either(pa.expand_ratios[s][i], pb.expand_ratios[s][i]))
+            depths.append(d)
+            ks.append(tuple(k))
+            es.append(tuple(e))
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+
+    # ---------------------------------------------------------------- encoding
+    @property
+    def encoding_size(self) -> int:
+        """Length of :meth:`encode`'s vector."""
+        per_slot = len(self.kernel_sizes) + len(self.expand_ratios)
+        return (
+            self.num_slots * per_slot
+            + len(self.resolutions)
+            + self.num_stages * len(self.width_mults)
+        )
+
+    def encode(self, arch: ArchConfig) -> torch.Tensor:
+        """Fixed-length float vector of ``arch`` for predictors.
+
+        Layout: for each block slot (stage-major), a one-hot kernel size then a one-hot expand
+        ratio, all zeros for a slot skipped by depth (so depth is implied); then a one-hot
+        resolution; then, for families with elastic width, a one-hot width per stage.
+
+        Returns:
+            Tensor of shape ``(encoding_size,)``, float32.
+        """
+        return torch.tensor(self.encode_list(arch), dtype=torch.float32)
+
+    def encode_batch(self, archs: Sequence[ArchConfig]) -> torch.Tensor:
+        """:meth:`encode` for many archs: shape ``(len(archs), encoding_size)``."""
+        return torch.tensor([self.encode_list(a) for a in archs], dtype=torch.float32).reshape(
+            len(archs), self.encoding_size
+        )
+
+    def encode_list(self, arch: ArchConfig) -> list[float]:
+        self.validate(arch)
+        nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
+        out = [0.0] * self.encoding_size
+        pos = 0
+        for s in range(self.num_stages):
+            for b in range(self.max_depth):
+                if b < arch.depths[s]:
+                    out[pos + self.kernel_sizes.index(arch.kernel_sizes[s][b])] = 1.0
+                    out[pos + nk + self.expand_ratios.index(arch.expand_ratios[s][b])] = 1.0
+                pos += nk + ne
+        out[pos + self.resolutions.index(arch.resolution)] = 1.0
+        pos += len(self.resolutions)
+        for w in arch.width_mults:
+            out[pos + self.width_mults.index(w)] = 1.0
+            pos += len(self.width_mults)
+        return out
+
+    # ---------------------------------------------------------------- enumeration
+    def enumerate(self, limit: int = 1_000_000) -> list[ArchConfig]:
+        """Every arch of a small space (for tests and exhaustive studies).
+
+        Raises:
+            ValueError: if the space has more than ``limit`` archs.
+        """
+        if self.size > limit:
+            raise ValueError(f"space has {self.size} archs, more than limit={limit}; restrict it")
+        blocks = list(itertools.product(self.kernel_sizes, self.expand_ratios))
+        stage_opts = [
+            (d, combo) for d in self.depths for combo in itertools.product(blocks, repeat=d)
+        ]
+        width_opts = (
+            list(itertools.product(self.width_mults, repeat=self.num_stages))
+            if self.width_mults
+            else [()]
+        )
+        out = []
+        for r in self.resolutions:
+            for w in width_opts:
+                for stages in itertools.product(stage_opts, repeat=self.num_stages):
+                    out.append(
+                        ArchConfig(
+                            r,
+                            tuple(d for d, _ in stages),
+                            tuple(tuple(k for k, _ in combo) for _, combo in stages),
+                            tuple(tuple(e for _, e in combo) for _, combo in stages),
+                            w,
+                        )
+                    )
+        return out
+
+    def describe(self) -> str:
+        """One-line human summary of the choice sets."""
+        parts = [
+            f"{self.num_stages} stages",
+            f"kernel {{{', '.join(map(_fmt, self.kernel_sizes))}}}",
+            f"expand {{{', '.join(map(_fmt, self.expand_ratios))}}}",
+            f"depth {{{', '.join(map(_fmt, self.depths))}}}",
+            f"resolution {{{', '.join(map(_fmt, self.resolutions))}}}",
+        ]
+        if self.width_mults:
+            parts.append(f"width {{{', '.join(map(_fmt, self.width_mults))}}}")
+        return ", ".join(parts) + f": {self.size:.3e} subnets ({math.log10(self.size):.1f} digits)"

@@ -1,0 +1,57 @@
+"""The ``onceforall`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+__all__ = ["main"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print what a supernet family offers: its space, cost range and a few sampled subnets."""
+    from onceforall import create_supernet
+
+    net = create_supernet(args.family, num_classes=args.num_classes, in_channels=args.in_channels)
+    space = net.space
+    print(f"supernet {args.family}: {space.describe()}")
+    rows = [("largest", space.largest()), ("smallest", space.smallest())]
+    g = torch.Generator().manual_seed(args.seed)
+    rows += [(f"sample {i}", space.sample(g)) for i in range(args.samples)]
+    print(f"{'':10} {'MMACs':>8} {'params':>9}  arch")
+    for label, arch in rows:
+        print(f"{label:10} {net.macs(arch) / 1e6:8.2f} {net.num_params(arch):9,d}  {arch}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from onceforall import list_supernets
+
+    parser = argparse.ArgumentParser(
+        prog="onceforall",
+        description="Train one supernet once, then specialize it for any device in seconds.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="show a supernet family's space, costs and sample subnets")
+    info.add_argument("--family", default="mbv3_small_images", choices=list_supernets())
+    info.add_argument("--num-classes", type=int, default=10)
+    info.add_argument("--in-channels", type=int, default=1)
+    info.add_argument("--samples", type=int, default=5, help="random subnets to show")
+    info.add_argument("--seed", type=int, default=0)
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"onceforall {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Elastic inverted-residual (MBConv) block: elastic kernel size and expand ratio."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import torch
+from torch import nn
+
+from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
+from onceforall.elastic.norm import ElasticBatchNorm2d
+from onceforall.elastic.se import ElasticSE
+from onceforall.elastic.utils import conv_cost, make_divisible, permute_bn_
+from onceforall.static import MBConv
+
+__all__ = ["ElasticMBConv", "activation"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``relu``, ``relu6``, ``hswish``)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
+    cls = _ACTIVATIONS[name]
+    return cls() if cls is nn.Hardswish else cls(inplace=True)
+
+
+class ElasticMBConv(nn.Module):
+    """MobileNetV2/V3 block over maximum-size weights.
+
+    ``forward(x, kernel_size, expand_ratio)`` runs ``make_divisible(in * expand_ratio)`` expanded
+    channels (the first ones: :meth:`sort_channels` makes them the most important) and the given
+    depthwise kernel. Input and output widths are fixed per block, as in OFA-MobileNetV3.
+
+    Args:
+        in_channels, out_channels: block input and output widths.
+        kernel_sizes, expand_ratios: the choices this block supports.
+        stride: depthwise stride (1 or 2); a residual is added when stride is 1 and widths match.
+        act: activation name after the expand and depthwise convs.
+        use_se: whether the block has squeeze-excite after the depthwise conv.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_sizes: Sequence[int],
+        expand_ratios: Sequence[float],
+        stride: int,
+        act: str,
+        use_se: bool,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.kernel_sizes = tuple(sorted(kernel_sizes))
+        self.expand_ratios = tuple(sorted(expand_ratios))
+        self.act_name = act
+        max_mid = self.mid_channels(self.expand_ratios[-1])
+        # A block that never expands (expand ratio 1 only) has no expand conv, as in MobileNetV2.
+        self.has_expand = not (self.expand_ratios == (1.0,) and max_mid == in_channels)
+        if self.has_expand:
+            self.expand_conv = ElasticPointwiseConv(in_channels, max_mid)
+            self.expand_bn = ElasticBatchNorm2d(max_mid)
+        self.depthwise = ElasticDepthwiseConv(max_mid, self.kernel_sizes, stride)
+        self.depthwise_bn = ElasticBatchNorm2d(max_mid)
+        self.se = ElasticSE(max_mid) if use_se else None
+        self.project = ElasticPointwiseConv(max_mid, out_channels)
+        self.project_bn = nn.BatchNorm2d(out_channels)
+        self.act = activation(act)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def mid_channels(self, expand_ratio: float) -> int:
+        return _mid(self.in_channels, expand_ratio)
+
+    def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        """Args: x: ``(N, in_channels, H, W)``. Returns ``(N, out_channels, H/s, W/s)``."""
+        h = x
+        if self.has_expand:
+            h = self.act(self.expand_bn(self.expand_conv(h, self.mid_channels(expand_ratio))))
+        h = self.act(self.depthwise_bn(self.depthwise(h, kernel_size)))
+        if self.se is not None:
+            h = self.se(h)
+        h = self.project_bn(self.project(h))
+        return x + h if self.residual else h
+
+    def cost(self, in_hw: int, kernel_size: int, expand_ratio: float) -> tuple[int, int, int]:
+        """Exact ``(macs, params, out_hw)`` of the block at a choice, for an ``in_hw`` square input.
+
+        Counts conv weights as MACs (what ``torch.utils.flop_counter`` reports, halved) and every
+        parameter of the exported block (batch-norm affine included, buffers excluded).
+        """
+        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
+        out_hw = -(-in_hw // self.stride)  # ceil: "same" padding with an odd kernel
+        macs = params = 0
+        if self.has_expand:
+            m, p = conv_cost(self.in_channels, mid, 1, in_hw)
+            macs, params = macs + m, params + p + 2 * mid
+        m, p = conv_cost(mid, mid, kernel_size, out_hw, groups=mid)
+        macs, params = macs + m, params + p + 2 * mid
+        if self.se is not None:
+            m, p = self.se.cost(mid)
+            macs, params = macs + m, params + p
+        m, p = conv_cost(mid, self.out_channels, 1, out_hw)
+        return macs + m, params + p + 2 * self.out_channels, out_hw
+
+    @torch.no_grad()
+    def export(self, kernel_size: int, expand_ratio: float) -> MBConv:
+        """A standalone :class:`~onceforall.static.MBConv` equal to this block at the choice."""
+        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
+        expand: nn.Module = nn.Identity()
+        if self.has_expand:
+            expand = nn.Sequential(
+                self.expand_conv.export(self.in_channels, mid),
+                self.expand_bn.export(mid),
+                activation(self.act_name),
+            )
+        depthwise = nn.Sequential(
+            self.depthwise.export(mid, kernel_size),
+            self.depthwise_bn.export(mid),
+            activation(self.act_name),
+        )
+        se = self.se.export(mid) if self.se is not None else nn.Identity()
+        project_bn = nn.BatchNorm2d(self.out_channels)
+        project_bn.load_state_dict(self.project_bn.state_dict())
+        project = nn.Sequential(self.project.export(mid, self.out_channels), project_bn)
+        return MBConv(expand, depthwise, se, project, self.residual)
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Reorder expanded channels by importance (L1 norm of their projection weights).
+
+        Afterwards every smaller expand ratio's channel prefix holds the most important channels;
+        at the largest expand ratio the block computes exactly the same function as before.
+        """
+        if not self.has_expand:
+            return
+        importance = self.project.weight.abs().sum(dim=(0, 2, 3))
+        order = torch.argsort(importance, descending=True, stable=True)
+        self.project.weight.copy_(self.project.weight.index_select(1, order))
+        if self.se is not None:
+            self.se.sort_channels_(order)
+        permute_bn_(self.depthwise_bn, order)
+        self.depthwise.weight.copy_(self.depthwise.weight.index_select(0, order))
+        permute_bn_(self.expand_bn, order)
+        self.expand_conv.weight.copy_(self.expand_conv.weight.index_select(0, order))
+
+
+@cache
+def _mid(in_channels: int, expand_ratio: float) -> int:
+    return make_divisible(round(in_channels * expand_ratio), 8)

@@ -1,0 +1,69 @@
+"""Elastic squeeze-and-excite over the active expanded channels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onceforall.elastic.utils import make_divisible
+from onceforall.static import SqueezeExcite
+
+__all__ = ["ElasticSE"]
+
+
+class ElasticSE(nn.Module):
+    """Squeeze-excite whose width follows the input: ``C`` channels use ``make_divisible(C/4)``
+    hidden units, the first ones of the maximum-size reduce/expand weights."""
+
+    reduction = 4
+
+    def __init__(self, max_channels: int) -> None:
+        super().__init__()
+        self.max_channels = max_channels
+        max_mid = self.mid(max_channels)
+        self.reduce_weight = nn.Parameter(torch.empty(max_mid, max_channels, 1, 1))
+        self.reduce_bias = nn.Parameter(torch.zeros(max_mid))
+        self.expand_weight = nn.Parameter(torch.empty(max_channels, max_mid, 1, 1))
+        self.expand_bias = nn.Parameter(torch.zeros(max_channels))
+        nn.init.kaiming_normal_(self.reduce_weight, mode="fan_out")
+        nn.init.kaiming_normal_(self.expand_weight, mode="fan_out")
+
+    @classmethod
+    def mid(cls, channels: int) -> int:
+        return make_divisible(channels // cls.reduction, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        m = self.mid(c)
+        s = x.mean((2, 3), keepdim=True)
+        s = F.relu(F.conv2d(s, self.reduce_weight[:m, :c], self.reduce_bias[:m]), inplace=True)
+        s = F.conv2d(s, self.expand_weight[:c, :m], self.expand_bias[:c])
+        return x * F.hardsigmoid(s)
+
+    def cost(self, channels: int) -> tuple[int, int]:
+        """MACs and parameters at ``channels`` (both 1x1 convs run on a 1x1 map)."""
+        m = self.mid(channels)
+        return 2 * m * channels, 2 * m * channels + m + channels
+
+    @torch.no_grad()
+    def export(self, channels: int) -> SqueezeExcite:
+        m = self.mid(channels)
+        se = SqueezeExcite(channels, m)
+        se.reduce.weight.copy_(self.reduce_weight[:m, :channels])
+        se.reduce.bias.copy_(self.reduce_bias[:m])
+        se.expand.weight.copy_(self.expand_weight[:channels, :m])
+        se.expand.bias.copy_(self.expand_bias[:channels])
+        return se
+
+    @torch.no_grad()
+    def sort_channels_(self, order: torch.Tensor) -> None:
+        """Follow a reordering of the input channels, then sort hidden units by importance."""
+        self.reduce_weight.copy_(self.reduce_weight.index_select(1, order))
+        self.expand_weight.copy_(self.expand_weight.index_select(0, order))
+        self.expand_bias.copy_(self.expand_bias.index_select(0, order))
+        importance = self.expand_weight.abs().sum(dim=(0, 2, 3))
+        hidden = torch.argsort(importance, descending=True, stable=True)
+        self.reduce_weight.copy_(self.reduce_weight.index_select(0, hidden))
+        self.reduce_bias.copy_(self.reduce_bias.index_select(0, hidden))
+        self.expand_weight.copy_(self.expand_weight.index_select(1, hidden))

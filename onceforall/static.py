@@ -1,0 +1,68 @@
+"""Static building blocks of extracted subnets.
+
+Extracted subnets are made of standard ``torch.nn`` layers (``Conv2d``, ``BatchNorm2d``, ``Linear``,
+activations) held in the small containers below, which add only what ``nn.Sequential`` cannot
+express (a residual add, a squeeze-excite gate). Nothing here knows about supernets, so a subnet
+scripts with TorchScript and exports to ONNX like any torchvision model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MBConv", "SqueezeExcite", "StaticNet"]
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3 squeeze-excite: pool, 1x1 reduce, ReLU, 1x1 expand, hard sigmoid gate."""
+
+    def __init__(self, channels: int, mid: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.expand = nn.Conv2d(mid, channels, 1, bias=True)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.expand(self.act(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: expand (1x1), depthwise (kxk), optional SE, project (1x1)."""
+
+    def __init__(
+        self,
+        expand: nn.Module,
+        depthwise: nn.Module,
+        se: nn.Module,
+        project: nn.Module,
+        residual: bool,
+    ) -> None:
+        super().__init__()
+        self.expand, self.depthwise, self.se, self.project = expand, depthwise, se, project
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + y if self.residual else y
+
+
+class StaticNet(nn.Module):
+    """A standalone subnet: ``head(avgpool(features(x)))``; ``head`` takes the ``(N, C, 1, 1)`` map.
+
+    Attributes:
+        arch: the architecture string it was extracted at (a plain ``str`` so TorchScript keeps it).
+    """
+
+    def __init__(self, features: nn.Sequential, head: nn.Sequential, arch: str) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = head
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(N, C, R, R)`` images. Returns ``(N, num_classes)`` logits."""
+        return self.head(self.pool(self.features(x)))

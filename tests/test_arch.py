@@ -1,0 +1,232 @@
+"""ArchConfig and SearchSpace: validation, text/JSON forms, sampling, evolution, size, encoding."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from onceforall import ArchConfig, SearchSpace
+
+SPACE = SearchSpace(5, (3, 5, 7), (3, 4, 6), (2, 3, 4), (24, 28, 32))
+TINY = SearchSpace(2, (3, 5), (3, 6), (1, 2), (24, 28))
+WIDE = SearchSpace(2, (3, 5), (3, 6), (1, 2), (24, 28), width_mults=(0.65, 1.0))
+
+
+def test_string_and_json_round_trips():
+    for space in (SPACE, TINY, WIDE):
+        g = torch.Generator().manual_seed(0)
+        for arch in [space.largest(), space.smallest()] + [space.sample(g) for _ in range(50)]:
+            assert ArchConfig.parse(str(arch)) == arch
+            assert ArchConfig.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
+            assert hash(ArchConfig.parse(str(arch))) == hash(arch)
+
+
+def test_string_form_is_compact_and_shell_safe():
+    arch = TINY.arch(28, (2, 1), ((3, 5), (5,)), ((3, 6), (6,)))
+    assert str(arch) == "r28-k3e3,k5e6_k5e6"
+    assert str(WIDE.arch(24, (1, 1), ((3,), (5,)), ((3,), (6,)), (0.65, 1.0))) == (
+        "r24-w0.65,1-k3e3_k5e6"
+    )
+    assert not set(str(SPACE.largest())) & set(" []{}()*?'\"$;|&<>")
+
+
+def test_equal_networks_compare_equal():
+    a = ArchConfig(28, [2], [[3, 5]], [[3, 4]])
+    b = ArchConfig(28, (2,), ((3, 5),), ((3.0, 4.0),))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "28-k3e3",
+        "r28",
+        "r28-k3",
+        "r28-k3e3,,k3e3",
+        "r28-x-k3e3",
+        "r28-k3e3-k3e3-k3e3",
+        "rr-k3e3",
+    ],
+)
+def test_parse_rejects_malformed_strings(text):
+    with pytest.raises(ValueError, match=r"arch string|malformed"):
+        ArchConfig.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"resolution": 0}, "resolution=0"),
+        ({"depths": (2,)}, "depths has 1 stages"),
+        ({"kernel_sizes": ((3, 4), (3,))}, r"kernel_sizes\[0\]\[1\]=4 must be a positive odd"),
+        ({"kernel_sizes": ((3,), (3,))}, "stage 0 has depth 2 but 1 kernel sizes"),
+        ({"expand_ratios": ((3, -1), (3,))}, r"expand_ratios\[0\]\[1\]=-1.0 must be > 0"),
+        ({"depths": (2, -1)}, r"depths\[1\]=-1"),
+        ({"width_mults": (0,)}, r"width_mults\[0\]=0.0 must be > 0"),
+        ({"resolution": "big"}, "must be numbers"),
+    ],
+)
+def test_structural_validation(kwargs, pattern):
+    base = {
+        "resolution": 28,
+        "depths": (2, 1),
+        "kernel_sizes": ((3, 5), (3,)),
+        "expand_ratios": ((3, 6), (3,)),
+    }
+    with pytest.raises(ValueError, match=pattern):
+        ArchConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("r30-k3e3_k3e3", r"resolution=30 is not one of the allowed choices \('24', '28'\)"),
+        (
+            "r28-k7e3_k3e3",
+            r"kernel_sizes\[0\]\[0\]=7 is not one of the allowed choices \('3', '5'\)",
+        ),
+        ("r28-k3e4_k3e3", r"expand_ratios\[0\]\[0\]=4 is not one of the allowed choices"),
+        (
+            "r28-k3e3,k3e3,k3e3_k3e3",
+            r"depths\[0\]=3 is not one of the allowed choices \('1', '2'\)",
+        ),
+        ("r28-k3e3", "depths has 1 stages; this space has 2"),
+        ("r28-w1,1-k3e3_k3e3", "this space has no elastic width"),
+    ],
+)
+def test_space_validation_names_field_value_and_choices(text, pattern):
+    arch = ArchConfig.parse(text)
+    assert arch not in TINY
+    with pytest.raises(ValueError, match=pattern):
+        TINY.validate(arch)
+
+
+def test_width_validation():
+    with pytest.raises(ValueError, match="width_mults has 0 entries"):
+        WIDE.validate(ArchConfig.parse("r28-k3e3_k3e3"))
+    with pytest.raises(ValueError, match=r"width_mults\[1\]=0.8 is not one of"):
+        WIDE.parse("r28-w1,0.8-k3e3_k3e3")
+
+
+def test_from_dict_rejects_unknown_and_missing_keys():
+    d = TINY.largest().to_dict()
+    with pytest.raises(ValueError, match="unknown ArchConfig keys"):
+        ArchConfig.from_dict({**d, "kernel": 3})
+    del d["depths"]
+    with pytest.raises(ValueError, match="missing keys"):
+        ArchConfig.from_dict(d)
+
+
+def test_largest_smallest_and_membership():
+    big, small = SPACE.largest(), SPACE.smallest()
+    assert big.depths == (4,) * 5 and set(sum(big.kernel_sizes, ())) == {7}
+    assert set(sum(big.expand_ratios, ())) == {6.0} and big.resolution == 32
+    assert small.depths == (2,) * 5 and small.resolution == 24
+    assert big in SPACE and small in SPACE and "r28" not in SPACE
+
+
+def _brute_force_size(space: SearchSpace) -> int:
+    """Count distinct networks from the redundant 'every slot has a choice' representation the
+    reference implementation uses, normalising each to an ArchConfig."""
+    slots = space.max_depth
+    per_stage = list(
+        itertools.product(
+            space.depths,
+            itertools.product(space.kernel_sizes, repeat=slots),
+            itertools.product(space.expand_ratios, repeat=slots),
+        )
+    )
+    seen = set()
+    for r in space.resolutions:
+        for stages in itertools.product(per_stage, repeat=space.num_stages):
+            seen.add(
+                ArchConfig(
+                    r,
+                    tuple(d for d, _, _ in stages),
+                    tuple(k[:d] for d, k, _ in stages),
+                    tuple(e[:d] for d, _, e in stages),
+                )
+            )
+    return len(seen)
+
+
+def test_size_matches_an_independent_count():
+    assert TINY.size == _brute_force_size(TINY) == 2 * (4 + 16) ** 2
+    small = SearchSpace(2, (3, 5, 7), (3,), (1, 2, 3), (28,))
+    assert small.size == _brute_force_size(small)
+    assert len(set(TINY.enumerate())) == TINY.size
+    assert len(set(WIDE.enumerate())) == WIDE.size == TINY.size * 4
+    # The paper's OFA-MobileNetV3 space: ((3*3)^2 + (3*3)^3 + (3*3)^4)^5 ~ 2e19 per resolution.
+    assert SearchSpace(5, (3, 5, 7), (3, 4, 6), (2, 3, 4), (224,)).size == (81 + 729 + 6561) ** 5
+
+
+def test_sampling_is_seeded_and_covers_the_space():
+    a = [SPACE.sample(torch.Generator().manual_seed(1)) for _ in range(3)]
+    assert a[0] == a[1] == a[2] == SPACE.sample(1)
+    g = torch.Generator().manual_seed(0)
+    archs = [SPACE.sample(g) for _ in range(300)]
+    assert len(set(archs)) == 300 and all(x in SPACE for x in archs)
+    assert {x.resolution for x in archs} == set(SPACE.resolutions)
+    assert {d for x in archs for d in x.depths} == set(SPACE.depths)
+    state = torch.get_rng_state()
+    SPACE.sample(torch.Generator().manual_seed(5))
+    assert torch.equal(state, torch.get_rng_state()), "sampling must not touch the global RNG"
+    # Choices are uniform per dimension (depth first, then the running blocks' choices), so in
+    # a tiny space every arch turns up; the rarest has probability 1/2048.
+    seen = {TINY.sample(g) for _ in range(20000)}
+    assert len(seen) == TINY.size
+
+
+def test_mutate_and_crossover_stay_in_space_and_are_deterministic():
+    g = torch.Generator().manual_seed(0)
+    parents = [SPACE.sample(g) for _ in range(50)]
+    for a, b in itertools.pairwise(parents):
+        m = SPACE.mutate(a, 0.3, torch.Generator().manual_seed(7))
+        assert m in SPACE and m == SPACE.mutate(a, 0.3, torch.Generator().manual_seed(7))
+        c = SPACE.crossover(a, b, torch.Generator().manual_seed(7))
+        assert c in SPACE and c == SPACE.crossover(a, b, torch.Generator().manual_seed(7))
+        for s in range(SPACE.num_stages):
+            assert c.depths[s] in (a.depths[s], b.depths[s])
+            for i, k in enumerate(c.kernel_sizes[s]):
+                assert k in [p.kernel_sizes[s][i] for p in (a, b) if i < p.depths[s]]
+    assert SPACE.mutate(parents[0], 0.0, g) == parents[0]
+    mutated = [SPACE.mutate(parents[0], 1.0, g) for _ in range(20)]
+    assert sum(m != parents[0] for m in mutated) >= 19
+    assert SPACE.crossover(parents[0], parents[0], g) == parents[0]
+
+
+def test_restrict_narrows_and_checks():
+    phase = SPACE.restrict(kernel_sizes=(7,), depths=(4,))
+    assert phase.kernel_sizes == (7,) and phase.depths == (4,) and phase.resolutions == (24, 28, 32)
+    assert phase.size == 3 * 3 ** (4 * 5)
+    assert all(a in SPACE for a in (phase.sample(i) for i in range(20)))
+    with pytest.raises(ValueError, match="not a subset"):
+        SPACE.restrict(kernel_sizes=(9,))
+    with pytest.raises(ValueError, match="unknown dimension"):
+        SPACE.restrict(kernel=(3,))
+    with pytest.raises(ValueError, match="at least one choice"):
+        SPACE.restrict(depths=())
+
+
+def test_encoding_layout():
+    arch = TINY.arch(28, (2, 1), ((3, 5), (5,)), ((6, 3), (6,)))
+    enc = TINY.encode(arch)
+    assert enc.shape == (TINY.encoding_size,) == (2 * 2 * 4 + 2,)
+    # slot layout: [k3, k5, e3, e6] per slot; slot 3 (stage 1, block 1) skipped -> zeros
+    expected = [1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+    assert enc.tolist() == expected
+    batch = TINY.encode_batch([arch, TINY.smallest()])
+    assert batch.shape == (2, TINY.encoding_size) and torch.equal(batch[0], enc)
+    encs = {tuple(TINY.encode(a).tolist()) for a in TINY.enumerate()}
+    assert len(encs) == TINY.size, "distinct archs must have distinct encodings"
+    assert WIDE.encode(WIDE.largest()).shape == (WIDE.encoding_size,)
+    assert WIDE.encode(WIDE.largest())[-4:].tolist() == [0, 1, 0, 1]
+
+
+def test_describe_mentions_choices():
+    text = SPACE.describe()
+    assert "kernel {3, 5, 7}" in text and "subnets" in text
