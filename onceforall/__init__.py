@@ -12,13 +12,18 @@ An implementation of Once-for-All (Cai et al., ICLR 2020)::
 
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.supernets import Supernet, create_supernet, list_supernets, register_supernet
+from onceforall.training import evaluate_subnet, load_supernet, recalibrate_bn, train
 
 __all__ = [
     "ArchConfig",
     "SearchSpace",
     "Supernet",
     "create_supernet",
+    "evaluate_subnet",
     "list_supernets",
+    "load_supernet",
+    "recalibrate_bn",
     "register_supernet",
+    "train",
 ]
 __version__ = "0.1.0"

@@ -26,6 +26,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a supernet from a YAML config into a run directory."""
+    from onceforall.config import load_config
+    from onceforall.training import train
+
+    config = load_config(args.config, args.overrides)
+    path = train(config, args.out, resume=args.resume, force=args.force,
+                 progress=not args.no_progress)
+    print(f"supernet: {path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from onceforall import list_supernets
 
@@ -41,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--samples", type=int, default=5, help="random subnets to show")
     info.add_argument("--seed", type=int, default=0)
     info.set_defaults(func=_cmd_info)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a supernet with progressive shrinking (resumable; works under torchrun)",
+        description="Train a supernet from a YAML config. Overrides: key=value with dotted keys, "
+        "e.g. data.root=/data schedule.phases.0.epochs=2 device=cuda.",
+    )
+    tr.add_argument("config", help="YAML config (presets in configs/)")
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--force", action="store_true", help="delete the run in --out and start over")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.add_argument("overrides", nargs="*", metavar="key=value")
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -7,10 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
-from onceforall.elastic import ElasticDepthwiseConv
+from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv
+from onceforall.elastic.utils import leading
 from onceforall.export import export_onnx, export_torchscript
 from tests.conftest import family_kwargs, randomize_
 
@@ -186,3 +188,116 @@ def test_mbv3_width_multiplier_and_paper_space():
     assert wide.config["width_mult"] == 1.2
     rebuilt = ofa.create_supernet(**copy.deepcopy(wide.config))
     assert rebuilt.num_params(space.largest()) == wide.num_params(space.largest())
+
+
+def _reference_kernel(conv: ElasticDepthwiseConv, k: int, c: int) -> torch.Tensor:
+    """The paper's elastic kernel written out: centre crop of the next larger (already
+    transformed) kernel, then that transition's matrix, 7 -> 5 -> 3."""
+    w = conv.weight[:c]
+    for big, small in zip(conv.kernel_sizes[:0:-1], conv.kernel_sizes[-2::-1], strict=True):
+        if big <= k:
+            break
+        lo = (big - small) // 2
+        crop = w[:, :, lo : lo + small, lo : lo + small].reshape(c, small * small)
+        w = F.linear(crop, conv.transforms[f"{big}to{small}"]).reshape(c, 1, small, small)
+    return w
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("c", [16, 24])
+def test_kernel_transform_matches_reference_exactly(k, c):
+    torch.manual_seed(k + c)
+    conv = ElasticDepthwiseConv(24, (3, 5, 7))
+    with torch.no_grad():
+        for t in conv.transforms.values():
+            t.add_(torch.randn(t.shape) * 0.1)
+    grad = torch.randn(c, 1, k, k)
+    results = []
+    for fn in (conv.kernel, lambda k, c: _reference_kernel(conv, k, c)):
+        conv.zero_grad(set_to_none=True)
+        out = fn(k, c)
+        out.backward(grad)
+        results.append([out, *(p.grad for p in conv.parameters())])
+    for a, b in zip(*results, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+    trained = {name for name, t in conv.transforms.items() if t.grad is not None}
+    assert trained == {7: set(), 5: {"7to5"}, 3: {"7to5", "5to3"}}[k]
+
+
+def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig) -> torch.Tensor:
+    """forward_arch as a plain block-after-block loop: each block slices its own weights."""
+    x = net.first_block(net.stem(x), 3, 1.0)
+    for stage, ks, es in zip(net.stages, arch.kernel_sizes, arch.expand_ratios, strict=True):
+        for block, k, e in zip(stage, ks, es, strict=False):
+            x = block(x, k, e)
+    x = net.final_expand(x).mean((2, 3), keepdim=True)
+    return net.classifier(net.dropout(torch.flatten(net.feature_mix(x), 1)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_precomputed_block_params_change_nothing(family, channels_last):
+    """forward_arch slices all active weights before running any block; outputs, gradients and
+    batch-norm statistics must be bit-identical to slicing inside each block."""
+    torch.manual_seed(0)
+    net = randomize_(ofa.create_supernet(family, **family_kwargs(family))).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
+    twin = copy.deepcopy(net)
+    for arch in _archs(net, 3, seed=4):
+        x = _input(net, arch, n=4).contiguous(memory_format=fmt)
+        outs = []
+        for model, run in (
+            (net, net.forward_arch),
+            (twin, lambda x, a: _blockwise_forward(twin, x, a)),
+        ):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(1)  # same dropout mask
+            out = run(x, arch)
+            out.square().mean().backward()
+            outs.append(out)
+        assert torch.equal(*outs), arch
+        for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            assert a.grad is None or torch.equal(a.grad, b.grad), name
+        for (name, a), b in zip(net.named_buffers(), twin.buffers(), strict=True):
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_elastic_batchnorm_prefix_matches_batchnorm_and_updates_shared_stats(momentum):
+    torch.manual_seed(0)
+    bn = ElasticBatchNorm2d(16, momentum=momentum).train()
+    ref = torch.nn.BatchNorm2d(8, momentum=momentum).train()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        ref.weight.copy_(bn.weight[:8])
+        ref.bias.copy_(bn.bias[:8])
+    for _ in range(3):  # several steps: the cumulative average (momentum None) must follow too
+        x = torch.randn(4, 8, 5, 5)
+        assert torch.equal(bn(x), ref(x))
+    assert torch.allclose(bn.running_mean[:8], ref.running_mean)
+    assert torch.allclose(bn.running_var[:8], ref.running_var)
+    assert torch.equal(bn.running_mean[8:], torch.zeros(8))  # the other channels untouched
+    assert torch.equal(bn.running_var[8:], torch.ones(8))
+    assert int(bn.num_batches_tracked) == 3
+    bn.eval(), ref.eval()
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.allclose(bn(x), ref(x))
+
+
+def test_leading_slices_are_exact_and_keep_the_memory_format():
+    torch.manual_seed(0)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        w = torch.randn(12, 10, 1, 1).contiguous(memory_format=fmt).requires_grad_()
+        assert leading(w, 12, 10) is w
+        assert leading(w, 6).data_ptr() == w.data_ptr()  # a row prefix stays a view
+        for rows, cols in ((12, 4), (5, 4), (5, 10)):
+            sub = leading(w, rows, cols)
+            assert torch.equal(sub, w[:rows, :cols])
+            assert sub.is_contiguous(memory_format=fmt)
+            g = torch.randn(sub.shape)
+            (grad,) = torch.autograd.grad(sub, w, g)
+            expected = torch.zeros(w.shape)
+            expected[:rows, :cols] = g
+            assert torch.equal(grad, expected)

@@ -6,7 +6,7 @@ Each op can also ``export`` itself at a choice to a standard ``torch.nn`` layer 
 """
 
 from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
-from onceforall.elastic.mbconv import ElasticMBConv
+from onceforall.elastic.mbconv import ElasticMBConv, MBConvParams
 from onceforall.elastic.norm import ElasticBatchNorm2d
 from onceforall.elastic.se import ElasticSE
 from onceforall.elastic.utils import make_divisible
@@ -17,5 +17,6 @@ __all__ = [
     "ElasticMBConv",
     "ElasticPointwiseConv",
     "ElasticSE",
+    "MBConvParams",
     "make_divisible",
 ]

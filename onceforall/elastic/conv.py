@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onceforall.elastic.utils import leading
+
 __all__ = ["ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
 
@@ -22,14 +24,25 @@ class ElasticPointwiseConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
-    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
-        """Args: x: ``(N, in, H, W)`` with ``in <= max_in``. Returns ``(N, out_channels, H, W)``."""
+    def active_params(
+        self, in_channels: int, out_channels: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The active ``(weight, bias)``: the first channels of the shared parameters (see
+        :func:`~onceforall.elastic.utils.leading`); gradients flow back to those."""
         out = self.max_out if out_channels is None else out_channels
-        c = x.shape[1]
-        # Full-size slices are the parameter itself: no copy on the common largest-width path.
-        w = self.weight if (out, c) == (self.max_out, self.max_in) else self.weight[:out, :c]
-        b = None if self.bias is None else self.bias[:out]
-        return F.conv2d(x, w, b)
+        bias = None if self.bias is None else leading(self.bias, out)
+        return leading(self.weight, out, in_channels), bias
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        out_channels: int | None = None,
+        params: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Args: x: ``(N, in, H, W)`` with ``in <= max_in``; params: :meth:`active_params` for
+        these widths, if already computed. Returns ``(N, out_channels, H, W)``."""
+        weight, bias = self.active_params(x.shape[1], out_channels) if params is None else params
+        return F.conv2d(x, weight, bias)
 
     @torch.no_grad()
     def export(self, in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -66,26 +79,46 @@ class ElasticDepthwiseConv(nn.Module):
                 for big, small in zip(self.kernel_sizes[1:], self.kernel_sizes[:-1], strict=True)
             }
         )
+        # kernel size -> the (transform key, crop-index buffer) steps from the largest kernel down.
+        self._chains: dict[int, tuple[tuple[str, str], ...]] = {k_max: ()}
+        for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True):
+            lo = (big - small) // 2
+            rows = torch.arange(lo, lo + small)
+            # Flat indices of the centre small x small window of a big x big kernel; for the first
+            # crop, of every channel's window in the whole weight. Not saved in the state dict
+            # (persistent=False): they follow from the sizes alone.
+            crop = (rows[:, None] * big + rows[None, :]).flatten()
+            if big == k_max:
+                crop = torch.arange(max_channels)[:, None] * (big * big) + crop
+            self.register_buffer(f"crop{big}to{small}", crop, persistent=False)
+            self._chains[small] = (*self._chains[big], (f"{big}to{small}", f"crop{big}to{small}"))
 
     def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
         """The active ``(channels, 1, k, k)`` kernel, differentiable w.r.t. weight and matrices."""
         c = self.max_channels if channels is None else channels
-        w = self.weight if c == self.max_channels else self.weight[:c]
-        k_max = self.kernel_sizes[-1]
-        for big in reversed(self.kernel_sizes):
-            if big <= kernel_size:
-                break
-            small = self.kernel_sizes[self.kernel_sizes.index(big) - 1]
-            lo = (big - small) // 2
-            crop = w[:, :, lo : lo + small, lo : lo + small].reshape(c, small * small)
-            w = F.linear(crop, self.transforms[f"{big}to{small}"]).reshape(c, 1, small, small)
-        if w.shape[-1] != kernel_size:
-            raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes} (max {k_max})")
-        return w
+        chain = self._chains.get(kernel_size)
+        if chain is None:
+            raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes}")
+        if not chain:
+            return self.weight if c == self.max_channels else self.weight[:c]
+        # Crops are gathers: the same values as w[:c, :, lo:hi, lo:hi].reshape(c, -1), in one op
+        # and one backward node instead of slices plus a copy (this runs on every training step
+        # of every block). The first one reads the stored weight as a flat vector (torch.take).
+        (key, crop), *rest = chain
+        w = F.linear(torch.take(self.weight, getattr(self, crop)[:c]), self.transforms[key])
+        for key, crop in rest:
+            w = F.linear(w.index_select(1, getattr(self, crop)), self.transforms[key])
+        return w.view(c, 1, kernel_size, kernel_size)
 
-    def forward(self, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kernel_size: int, kernel: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Args: x: ``(N, C, H, W)``; kernel: :meth:`kernel` at ``(kernel_size, C)``, if already
+        computed. Returns ``(N, C, H', W')``."""
         c = x.shape[1]
-        return F.conv2d(x, self.kernel(kernel_size, c), None, self.stride, kernel_size // 2, 1, c)
+        if kernel is None:
+            kernel = self.kernel(kernel_size, c)
+        return F.conv2d(x, kernel, None, self.stride, kernel_size // 2, 1, c)
 
     @torch.no_grad()
     def export(self, channels: int, kernel_size: int) -> nn.Conv2d:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
-from onceforall.elastic.norm import ElasticBatchNorm2d
-from onceforall.elastic.se import ElasticSE
+from onceforall.elastic.norm import BatchNormParams, ElasticBatchNorm2d
+from onceforall.elastic.se import ElasticSE, SEParams
 from onceforall.elastic.utils import conv_cost, make_divisible, permute_bn_
 from onceforall.static import MBConv
 
-__all__ = ["ElasticMBConv", "activation"]
+__all__ = ["ElasticMBConv", "MBConvParams", "activation"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
 
@@ -25,6 +26,20 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
     cls = _ACTIVATIONS[name]
     return cls() if cls is nn.Hardswish else cls(inplace=True)
+
+
+class MBConvParams(NamedTuple):
+    """The active parameters of an :class:`ElasticMBConv` at one choice: slices of the shared
+    weights (gradients flow back to them) and the transformed depthwise kernel; ``None`` for a
+    part the block lacks or, for batch norms, at full width (see
+    :meth:`ElasticMBConv.active_params`)."""
+
+    expand: tuple[torch.Tensor, torch.Tensor | None] | None
+    expand_bn: BatchNormParams | None
+    kernel: torch.Tensor
+    depthwise_bn: BatchNormParams | None
+    se: SEParams | None
+    project: tuple[torch.Tensor, torch.Tensor | None]
 
 
 class ElasticMBConv(nn.Module):
@@ -74,15 +89,39 @@ class ElasticMBConv(nn.Module):
     def mid_channels(self, expand_ratio: float) -> int:
         return _mid(self.in_channels, expand_ratio)
 
-    def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
-        """Args: x: ``(N, in_channels, H, W)``. Returns ``(N, out_channels, H/s, W/s)``."""
+    def active_params(self, kernel_size: int, expand_ratio: float) -> MBConvParams:
+        """Slice (and, for the depthwise kernel, transform) every elastic weight at a choice.
+
+        A supernet computes these for all its active blocks before running any of them (see
+        ``MobileNetV3Supernet.forward_arch``); :meth:`forward` computes them itself otherwise.
+        """
+        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
+        return MBConvParams(
+            self.expand_conv.active_params(self.in_channels, mid) if self.has_expand else None,
+            self.expand_bn.active_params(mid) if self.has_expand else None,
+            self.depthwise.kernel(kernel_size, mid),
+            self.depthwise_bn.active_params(mid),
+            None if self.se is None else self.se.active_params(mid),
+            self.project.active_params(mid, self.out_channels),
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kernel_size: int,
+        expand_ratio: float,
+        params: MBConvParams | None = None,
+    ) -> torch.Tensor:
+        """Args: x: ``(N, in_channels, H, W)``; params: :meth:`active_params` at this choice, if
+        precomputed. Returns ``(N, out_channels, H/s, W/s)``."""
+        p = self.active_params(kernel_size, expand_ratio) if params is None else params
         h = x
         if self.has_expand:
-            h = self.act(self.expand_bn(self.expand_conv(h, self.mid_channels(expand_ratio))))
-        h = self.act(self.depthwise_bn(self.depthwise(h, kernel_size)))
+            h = self.act(self.expand_bn(self.expand_conv(h, None, p.expand), p.expand_bn))
+        h = self.act(self.depthwise_bn(self.depthwise(h, kernel_size, p.kernel), p.depthwise_bn))
         if self.se is not None:
-            h = self.se(h)
-        h = self.project_bn(self.project(h))
+            h = self.se(h, p.se)
+        h = self.project_bn(self.project(h, None, p.project))
         return x + h if self.residual else h
 
     def cost(self, in_hw: int, kernel_size: int, expand_ratio: float) -> tuple[int, int, int]:

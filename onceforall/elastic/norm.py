@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ElasticBatchNorm2d"]
+__all__ = ["BatchNormParams", "ElasticBatchNorm2d"]
+
+# (running_mean, running_var, weight, bias) of the active channels.
+BatchNormParams = tuple[
+    torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
+]
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
@@ -16,23 +21,37 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     Subnets therefore disturb each other's statistics: recalibrate before evaluating one.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.num_features:
-            return super().forward(x)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        use_batch_stats = self.training or not self.track_running_stats
-        return F.batch_norm(
-            x,
-            self.running_mean[:c] if self.running_mean is not None else None,
-            self.running_var[:c] if self.running_var is not None else None,
-            self.weight[:c],
-            self.bias[:c],
-            use_batch_stats,
-            self.momentum if self.momentum is not None else 0.0,
-            self.eps,
+    def active_params(self, channels: int) -> BatchNormParams | None:
+        """``(running_mean, running_var, weight, bias)`` of the first ``channels`` channels, as
+        views of the shared tensors (``None`` where the layer has none, or for statistics that
+        this mode does not use); ``None`` at full width, where the plain batch norm runs."""
+        if channels == self.num_features:
+            return None
+        # Buffers never require grad: slicing them records no autograd op.
+        keep_stats = not self.training or self.track_running_stats
+        mean, var = self.running_mean, self.running_var
+        return (
+            mean[:channels] if keep_stats and mean is not None else None,
+            var[:channels] if keep_stats and var is not None else None,
+            None if self.weight is None else self.weight[:channels],
+            None if self.bias is None else self.bias[:channels],
         )
+
+    def forward(self, x: torch.Tensor, params: BatchNormParams | None = None) -> torch.Tensor:
+        """Args: x: ``(N, C, H, W)``; params: :meth:`active_params` for ``C``, if precomputed."""
+        if params is None:
+            params = self.active_params(x.shape[1])
+            if params is None:
+                return super().forward(x)
+        # As nn.BatchNorm2d.forward, on the sliced parameters and statistics.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        mean, var, weight, bias = params
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        return F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
 
     @torch.no_grad()
     def export(self, channels: int) -> nn.BatchNorm2d:

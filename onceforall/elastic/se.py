@@ -6,10 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onceforall.elastic.utils import make_divisible
+from onceforall.elastic.utils import leading, make_divisible
 from onceforall.static import SqueezeExcite
 
-__all__ = ["ElasticSE"]
+__all__ = ["ElasticSE", "SEParams"]
+
+# (reduce_weight, reduce_bias, expand_weight, expand_bias) of the active channels.
+SEParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class ElasticSE(nn.Module):
@@ -33,13 +36,25 @@ class ElasticSE(nn.Module):
     def mid(cls, channels: int) -> int:
         return make_divisible(channels // cls.reduction, 8)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        m = self.mid(c)
+    def active_params(self, channels: int) -> SEParams:
+        """``(reduce_weight, reduce_bias, expand_weight, expand_bias)`` at ``channels``: the first
+        rows/columns of the shared parameters (see :func:`~onceforall.elastic.utils.leading`)."""
+        m = self.mid(channels)
+        return (
+            leading(self.reduce_weight, m, channels),
+            leading(self.reduce_bias, m),
+            leading(self.expand_weight, channels, m),
+            leading(self.expand_bias, channels),
+        )
+
+    def forward(self, x: torch.Tensor, params: SEParams | None = None) -> torch.Tensor:
+        """Args: x: ``(N, C, H, W)``; params: :meth:`active_params` for ``C``, if precomputed."""
+        reduce_w, reduce_b, expand_w, expand_b = (
+            self.active_params(x.shape[1]) if params is None else params
+        )
         s = x.mean((2, 3), keepdim=True)
-        s = F.relu(F.conv2d(s, self.reduce_weight[:m, :c], self.reduce_bias[:m]), inplace=True)
-        s = F.conv2d(s, self.expand_weight[:c, :m], self.expand_bias[:c])
-        return x * F.hardsigmoid(s)
+        s = F.relu(F.conv2d(s, reduce_w, reduce_b), inplace=True)
+        return x * F.hardsigmoid(F.conv2d(s, expand_w, expand_b))
 
     def cost(self, channels: int) -> tuple[int, int]:
         """MACs and parameters at ``channels`` (both 1x1 convs run on a 1x1 map)."""

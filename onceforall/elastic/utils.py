@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["conv_cost", "make_divisible", "permute_bn_"]
+__all__ = ["conv_cost", "leading", "make_divisible", "permute_bn_"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -18,6 +18,27 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if new < 0.9 * value:
         new += divisor
     return new
+
+
+def leading(t: torch.Tensor, rows: int, cols: int | None = None) -> torch.Tensor:
+    """``t[:rows]``, or ``t[:rows, :cols]`` as a contiguous tensor, with few autograd ops.
+
+    Elastic layers slice their maximum-size parameters on every forward, and on small inputs the
+    recorded ops are a visible share of a training step. A full-size "slice" is ``t`` itself (no
+    op at all). A row prefix is a contiguous view. A column slice is strided: convolutions would
+    copy it to contiguous memory in forward and again in backward, in the middle of the activation
+    path, so it is copied once here instead (a rows-and-columns prefix is one ``as_strided`` view
+    rather than two chained slices first). Values and gradients are exactly those of the slices.
+    """
+    if cols is None or cols == t.shape[1]:
+        return t if rows == t.shape[0] else t[:rows]
+    if rows == t.shape[0]:
+        sub = t[:, :cols]
+    else:
+        sub = t.as_strided((rows, cols, *t.shape[2:]), t.stride(), t.storage_offset())
+    # clone() keeps the memory format the view suggests (channels-last weights, as the trainer
+    # makes them, stay channels-last), so convolutions pick the same algorithm as for the view.
+    return sub.clone()
 
 
 def conv_cost(

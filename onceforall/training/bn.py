@@ -1,0 +1,107 @@
+"""Batch-norm recalibration and evaluation of subnets.
+
+Subnets share batch-norm layers whose running statistics mix every subnet trained, so a subnet's
+statistics are recomputed on a fixed slice of holdout images before it is evaluated or deployed.
+Evaluation works on an extracted copy, leaving the supernet's own buffers untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from onceforall.arch import ArchConfig
+from onceforall.data import resize_batch
+from onceforall.supernets import Supernet
+
+__all__ = ["accuracy", "batches", "recalibrate_bn", "evaluate_subnet"]
+
+
+def batches(dataset: Dataset, batch_size: int, limit: int | None = None) -> Iterable:
+    """``(images, labels)`` batches of the first ``limit`` items of ``dataset``, in order."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    fast = getattr(dataset, "batch", None)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(n, start + batch_size)))
+        if fast is not None:
+            yield fast(idx)
+        else:
+            items = [dataset[i] for i in idx]
+            yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def _prepare(x: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
+    x = resize_batch(x.to(device, non_blocking=True), resolution)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    net: nn.Module, arch: ArchConfig, loader: Iterable, num_batches: int | None = None
+) -> nn.Module:
+    """Reset and recompute the batch-norm running statistics of ``net`` at ``arch``.
+
+    Args:
+        net: a :class:`~onceforall.supernets.Supernet` (``arch`` is made active) or an extracted
+            subnet (``arch`` gives the input resolution).
+        arch: the subnet whose statistics to compute; batches are resized to its resolution.
+        loader: yields ``(images, labels)`` or images; use a fixed holdout slice.
+        num_batches: how many batches to use (all by default).
+
+    Returns:
+        ``net``, in eval mode, with exact (cumulative-average) statistics of those batches.
+    """
+    if isinstance(net, Supernet):
+        net.set_active(arch)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the exact mean over the batches seen
+    device = next(net.parameters()).device
+    net.train()
+    seen = 0
+    try:
+        for i, batch in enumerate(loader):
+            if num_batches is not None and i >= num_batches:
+                break
+            x = batch[0] if isinstance(batch, list | tuple) else batch
+            net(_prepare(x, arch.resolution, device))
+            seen += 1
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        net.eval()
+    if seen == 0:
+        raise ValueError("recalibrate_bn got no batches: the calibration loader is empty")
+    return net
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, dataset: Dataset, resolution: int, *, batch_size: int = 500,
+             limit: int | None = None) -> float:
+    """Top-1 accuracy in percent of ``net`` (eval mode) on ``dataset`` at ``resolution``."""
+    net.eval()
+    device = next(net.parameters()).device
+    correct = total = 0
+    for x, y in batches(dataset, batch_size, limit):
+        pred = net(_prepare(x, resolution, device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    if total == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    return 100.0 * correct / total
+
+
+def evaluate_subnet(
+    net: Supernet, arch: ArchConfig, dataset: Dataset, calibration: Dataset, *,
+    calibration_images: int = 2000, batch_size: int = 500, limit: int | None = None,
+) -> float:
+    """Accuracy (%) of ``arch`` extracted from ``net`` with batch norm recalibrated on the first
+    ``calibration_images`` of ``calibration``; the supernet itself is not modified."""
+    sub = net.extract(arch)
+    recalibrate_bn(sub, arch, batches(calibration, batch_size, calibration_images))
+    return accuracy(sub, dataset, arch.resolution, batch_size=batch_size, limit=limit)

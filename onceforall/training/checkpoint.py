@@ -1,0 +1,145 @@
+"""Run directories: atomic files, checkpoints and loading a trained supernet.
+
+Nothing is ever unpickled: weights are safetensors, training state is JSON plus a tensor file read
+with ``torch.load(weights_only=True)``. Every file is written to a temporary name, fsynced and
+renamed, and ``checkpoint.json`` (which names the files of the current checkpoint) is replaced
+last, so a process killed at any moment leaves either the old or the new checkpoint, whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from onceforall.config import load_config
+from onceforall.supernets import Supernet, create_supernet
+
+__all__ = [
+    "atomic_write",
+    "load_state",
+    "load_supernet",
+    "load_weights",
+    "save_checkpoint",
+    "save_weights",
+]
+
+STATE_FILE = "checkpoint.json"
+SUPERNET_FILE = "supernet.safetensors"
+TEACHER_FILE = "teacher.safetensors"
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
+    """Atomically write a module's state dict (parameters and buffers) as safetensors."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, save(tensors, metadata=meta))
+
+
+def load_weights(module: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load safetensors weights into ``module`` (strict: every key must match)."""
+    device = next(module.parameters()).device
+    state = load_file(str(path), device=str(device))
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def save_checkpoint(
+    run_dir: Path, state: dict[str, Any], net: torch.nn.Module, extra: dict[str, Any]
+) -> None:
+    """Write a checkpoint: supernet weights, ``extra`` tensors (optimizer, RNG) and the JSON state.
+
+    ``state`` is updated with the names of the new files. Files of the previous checkpoint are
+    removed only after the new ``checkpoint.json`` is in place.
+    """
+    tag = f"{state['global_step']:08d}"
+    weights, tensors = f"ckpt-{tag}.safetensors", f"ckpt-{tag}.pt"
+    old = _read_json(run_dir / STATE_FILE)
+    save_weights(net, run_dir / weights)
+    buf = io.BytesIO()
+    torch.save(extra, buf)
+    atomic_write(run_dir / tensors, buf.getvalue())
+    state = {**state, "weights": weights, "tensors": tensors}
+    atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+    if old:
+        for key in ("weights", "tensors"):
+            if old.get(key) and old[key] != state[key]:
+                (run_dir / old[key]).unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_state(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The last checkpoint's JSON state and its tensors (``weights_only`` load), or ``None``."""
+    state = _read_json(run_dir / STATE_FILE)
+    if state is None:
+        return None
+    extra = torch.load(run_dir / state["tensors"], map_location="cpu", weights_only=True)
+    return state, extra
+
+
+def load_supernet(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Supernet:
+    """The trained supernet of a finished run, ready to use (``space``, ``set_active``,
+    ``extract``). Batch-norm statistics are the training mix: recalibrate a subnet before using
+    it (``onceforall.recalibrate_bn``, or ``onceforall search``/``export`` which do it).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no finished supernet, saying how to get one.
+    """
+    run_dir = Path(run_dir)
+    weights = run_dir / SUPERNET_FILE
+    if not weights.is_file():
+        hint = (
+            "the run is not finished: continue it with `onceforall train CONFIG --out "
+            f"{run_dir} --resume`"
+            if (run_dir / STATE_FILE).is_file()
+            else "train one with `onceforall train CONFIG --out RUN_DIR`"
+        )
+        raise FileNotFoundError(f"{weights} does not exist; {hint}")
+    config = load_config(run_dir / CONFIG_FILE)
+    meta = _metadata(weights)
+    net = create_supernet(
+        config.model.family,
+        num_classes=int(meta["num_classes"]),
+        in_channels=int(meta["in_channels"]),
+        **config.model.family_kwargs(),
+    ).to(device)
+    return load_weights(net, weights).eval()
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}

@@ -1,0 +1,124 @@
+"""The training schedule as pure functions: phases as narrower search spaces, the learning rate at
+a step, and the subnets each step trains (seeded by the step, so every DDP rank and every resumed
+run draws the same ones without communication or saved RNG state)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from onceforall.arch import ArchConfig, SearchSpace
+from onceforall.config import PhaseConfig, TrainConfig
+
+__all__ = ["Phase", "lr_at", "resolve_phases", "step_generator", "subnets_for_step"]
+
+_DIMS = ("kernel_sizes", "depths", "expand_ratios")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A resolved phase: its config, its search space and what happens when it starts."""
+
+    index: int
+    config: PhaseConfig
+    space: SearchSpace
+    train_kernel_transforms: bool
+    sort_channels: bool
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _phase_space(full: SearchSpace, p: PhaseConfig) -> SearchSpace:
+    choices: dict[str, tuple] = {}
+    for dim in (*_DIMS, "resolutions"):
+        values = getattr(p, dim)
+        if values is not None:
+            choices[dim] = tuple(values)
+        elif p.largest_only and dim != "resolutions":
+            choices[dim] = (getattr(full, dim)[-1],)
+    try:
+        return full.restrict(**choices)
+    except ValueError as exc:
+        raise ValueError(f"phase {p.name!r}: {exc}") from exc
+
+
+def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
+    """Turn the schedule into :class:`Phase` objects over the supernet's space ``full``.
+
+    For ``progressive`` schedules, checks the paper's order: the first phase trains the full
+    network, and every later phase keeps all choices of the one before (it only adds kernel
+    sizes, then depths, then expand ratios). Kernel transformation matrices train only in phases
+    with elastic kernel sizes until depth or width become elastic (then they are frozen), and
+    channels are re-sorted by importance before each phase that opens new expand ratios.
+
+    Raises:
+        ValueError: naming the phase and the offending dimension.
+    """
+    spaces = [_phase_space(full, p) for p in config.schedule.phases]
+    phases = []
+    for i, (p, space) in enumerate(zip(config.schedule.phases, spaces, strict=True)):
+        if config.schedule.kind == "progressive":
+            if i == 0 and len(space.kernel_sizes) + len(space.depths) + len(space.expand_ratios) != 3:
+                raise ValueError(
+                    f"bad phase order: the first phase ({p.name}) must train the full network "
+                    "(largest_only: true); progressive shrinking starts from the largest subnet"
+                )
+            if i > 0:
+                prev = spaces[i - 1]
+                for dim in _DIMS:
+                    if not set(getattr(prev, dim)) <= set(getattr(space, dim)):
+                        raise ValueError(
+                            f"bad phase order: phase {i} ({p.name}) has {dim}="
+                            f"{getattr(space, dim)}, dropping choices of the previous phase's "
+                            f"{getattr(prev, dim)}; progressive shrinking only adds choices "
+                            "(full network, then kernel, then depth, then expand)"
+                        )
+        width_elastic = len(space.expand_ratios) > 1 or len(space.depths) > 1
+        train_tf = p.train_kernel_transforms
+        if train_tf is None:  # the paper: learned in the kernel phase, frozen afterwards
+            train_tf = len(space.kernel_sizes) > 1 and (
+                config.schedule.kind == "sandwich" or not width_elastic
+            )
+        sort = p.sort_channels
+        if sort is None:
+            sort = i > 0 and not set(space.expand_ratios) <= set(spaces[i - 1].expand_ratios)
+        phases.append(Phase(i, p, space, bool(train_tf), bool(sort)))
+    return phases
+
+
+def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
+
+
+def step_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer keys (seed, phase, epoch, step, ...)."""
+    h = 0x9E3779B97F4A7C15
+    for k in keys:
+        h = ((h ^ (int(k) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3) % (1 << 64)
+    return torch.Generator().manual_seed(h >> 1)
+
+
+def subnets_for_step(
+    phase: Phase, kind: str, k: int, generator: torch.Generator, sandwich_random: int = 2
+) -> list[ArchConfig]:
+    """The subnets one step trains.
+
+    ``progressive``: ``k`` archs sampled from the phase's space (the dynamic batch).
+    ``sandwich``: the largest, the smallest and ``sandwich_random`` random archs, largest first
+    (its outputs are the in-place distillation targets of the others).
+    """
+    space = phase.space
+    if kind == "sandwich":
+        return [space.largest(), space.smallest()] + [
+            space.sample(generator) for _ in range(sandwich_random)
+        ]
+    return [space.sample(generator) for _ in range(k)]

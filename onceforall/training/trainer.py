@@ -1,0 +1,486 @@
+"""The training loop: progressive shrinking (or the sandwich rule) in one resumable command.
+
+Read top to bottom: set-up (devices, data, supernet, run directory), then for each phase the
+phase-start actions (teacher, channel sorting, optimizer), then epochs of steps, each step training
+K subnets with gradients accumulated before one optimizer step, then epoch-end validation and
+checkpoints. Works single-process and under ``torchrun`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
+from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
+from onceforall.supernets import Supernet, create_supernet
+from onceforall.training.bn import evaluate_subnet
+from onceforall.training.checkpoint import (
+    CONFIG_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    SUPERNET_FILE,
+    TEACHER_FILE,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+from onceforall.training.losses import distillation_loss
+from onceforall.training.schedule import (
+    Phase,
+    lr_at,
+    resolve_phases,
+    step_generator,
+    subnets_for_step,
+)
+
+__all__ = ["TrainInterrupted", "train"]
+
+
+class TrainInterrupted(RuntimeError):
+    """Raised by ``train(stop_after_steps=N)``: a clean stand-in for a kill, used by tests."""
+
+
+@dataclass
+class _Env:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_env(config: TrainConfig) -> _Env:
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    want = config.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={config.device!r} but CUDA is not available; use device=cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if want.startswith("cuda") else "gloo")
+    if want == "cuda":
+        want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    device = torch.device(want)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return _Env(rank, world, device)
+
+
+def _barrier(env: _Env) -> None:
+    if env.world > 1:
+        dist.barrier()
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Create or check the run directory; never overwrites without ``force``."""
+    has_run = run_dir.is_dir() and any(run_dir.iterdir())
+    if has_run and resume:
+        saved = load_config(run_dir / CONFIG_FILE)
+        a, b = config_to_dict(saved), config_to_dict(config)
+        diff = sorted(_diff_keys(a, b))
+        if diff:
+            raise ValueError(
+                f"--resume: the config differs from the one {run_dir} was started with "
+                f"(keys: {', '.join(diff)}); resume with the same config and overrides, or "
+                "start over with --force"
+            )
+        return
+    if has_run and not force:
+        raise FileExistsError(
+            f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
+            "it or --force to delete it and start over"
+        )
+    if has_run and force:
+        if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
+            raise FileExistsError(
+                f"--force: {run_dir} is not empty and does not look like a onceforall run "
+                f"(no {CONFIG_FILE}); refusing to delete it, choose another --out"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = "# resolved config of this run; `onceforall train` wrote it\n"
+    save_config(config, run_dir / CONFIG_FILE, header)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [k for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for k in _diff_keys(x, y, f"{prefix}{i}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _param_groups(net: Supernet, opt_cfg, train_transforms: bool) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        is_transform = ".transforms." in name
+        p.requires_grad_(train_transforms or not is_transform)
+        if not p.requires_grad:
+            continue
+        # No weight decay on batch norm, biases and the kernel transformation matrices
+        # (identity-initialised: decay would pull them towards zero, not towards the identity).
+        (no_decay if p.ndim <= 1 or is_transform else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": opt_cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
+    groups = _param_groups(net, config.optimizer, phase.train_kernel_transforms)
+    o = config.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=phase.config.lr)
+    return torch.optim.SGD(groups, lr=phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+class _Batches:
+    """One epoch of training batches for one rank: order from ``(seed, epoch)``, resumable at
+    any step without reading the skipped batches."""
+
+    def __init__(self, data: DataBundle, config: TrainConfig, env: _Env, epoch: int) -> None:
+        from torch.utils.data import DistributedSampler
+
+        self.per_rank = config.batch_size // env.world
+        sampler = DistributedSampler(
+            data.train, env.world, env.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        self.indices = list(sampler)
+        self.dataset = data.train
+        self.num_workers = config.data.num_workers
+
+    def __len__(self) -> int:
+        return len(self.indices) // self.per_rank
+
+    def iterate(self, start: int):
+        chunks = [
+            self.indices[i * self.per_rank : (i + 1) * self.per_rank]
+            for i in range(start, len(self))
+        ]
+        fast = getattr(self.dataset, "batch", None)
+        if fast is not None and self.num_workers == 0:
+            yield from (fast(c) for c in chunks)
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=chunks, num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        yield from loader
+
+
+def _teacher(net: Supernet, run_dir: Path, env: _Env, create: bool) -> nn.Module:
+    """The full network as a frozen, standalone teacher (saved so a resumed run gets it back)."""
+    teacher = net.extract(net.space.largest())
+    path = run_dir / TEACHER_FILE
+    if create:
+        if env.main:
+            save_weights(teacher, path)
+        _barrier(env)
+    else:
+        load_weights(teacher, path)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def _append_metrics(run_dir: Path, record: dict, writer: Any) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        tag = record.get("kind", "train")
+        for k, v in record.items():
+            if isinstance(v, int | float) and k not in ("phase_index", "epoch", "global_step"):
+                writer.add_scalar(f"{tag}/{k}", v, record.get("global_step", 0))
+
+
+def _tensorboard(run_dir: Path, env: _Env) -> Any:
+    if not env.main:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> Path:
+    """Train a supernet with ``config`` into ``run_dir``; returns the path of the final weights.
+
+    Args:
+        config: the resolved training config.
+        run_dir: where config, metrics, checkpoints and ``supernet.safetensors`` go.
+        resume: continue the run in ``run_dir`` from its last checkpoint (same config).
+        force: delete an existing ``run_dir`` and start over.
+        progress: show progress bars (rank 0 only).
+        stop_after_steps: raise :class:`TrainInterrupted` after this many optimizer steps of this
+            call (tests use it to interrupt a run at a chosen point).
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``force`` is set.
+        ValueError / FileNotFoundError: bad config or missing data, before anything is written.
+    """
+    run_dir = Path(run_dir)
+    env = _setup_env(config)
+    # Everything that can fail on bad input happens before the run directory is touched.
+    data = load_data(config.data)
+    torch.manual_seed(config.seed)  # weight init (and dropout) use the global RNG, as in PyTorch
+    net = create_supernet(
+        config.model.family, num_classes=data.num_classes, in_channels=data.in_channels,
+        **config.model.family_kwargs(),
+    )
+    phases = resolve_phases(config, net.space)
+    if config.batch_size % env.world:
+        raise ValueError(f"batch_size={config.batch_size} must divide by {env.world} ranks")
+    if env.main:
+        _prepare_run_dir(run_dir, config, resume, force)
+    _barrier(env)
+
+    net.to(env.device)
+    if config.channels_last:
+        net.to(memory_format=torch.channels_last)
+    loaded = load_state(run_dir) if resume else None
+    state: dict[str, Any] = {"phase": 0, "epoch": 0, "step": 0, "global_step": 0,
+                             "finished": False, "elapsed": 0.0}
+    extra: dict[str, Any] = {}
+    if loaded is not None:
+        state, extra = loaded
+        load_weights(net, run_dir / state["weights"])
+        torch.set_rng_state(extra["rng"])
+    if state.get("finished"):
+        if env.main:
+            print(f"{run_dir} is already finished; nothing to do")
+        return run_dir / SUPERNET_FILE
+
+    model: nn.Module = net
+    if env.world > 1:
+        # Inactive elastic weights (skipped blocks) get no gradient in a step: find them.
+        model = DistributedDataParallel(
+            net, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    use_amp = config.amp and env.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    writer = _tensorboard(run_dir, env)
+    steps_done = 0
+    started = time.monotonic() - float(state.get("elapsed", 0.0))
+    last_ckpt = time.monotonic()
+
+    def checkpoint(next_phase: int, next_epoch: int, next_step: int, gstep: int,
+                   optimizer: torch.optim.Optimizer | None) -> None:
+        nonlocal last_ckpt
+        state.update(phase=next_phase, epoch=next_epoch, step=next_step, global_step=gstep,
+                     elapsed=time.monotonic() - started)
+        tensors = {"rng": torch.get_rng_state()}
+        if optimizer is not None:
+            tensors["optimizer"] = optimizer.state_dict()
+        if env.main:
+            save_checkpoint(run_dir, state, net, tensors)
+        _barrier(env)
+        last_ckpt = time.monotonic()
+
+    teacher: nn.Module | None = None
+    if (run_dir / TEACHER_FILE).is_file() and state["phase"] > 0:
+        teacher = _teacher(net, run_dir, env, create=False)
+
+    for phase in phases[state["phase"]:]:
+        pc = phase.config
+        fresh_phase = state["epoch"] == 0 and state["step"] == 0
+        # ---- phase start: teacher, channel sorting, optimizer
+        wants_teacher = config.schedule.kind == "progressive" and pc.distill and phase.index > 0
+        if wants_teacher and teacher is None and config.distill.kd_ratio > 0:
+            teacher = _teacher(net, run_dir, env, create=True)
+        if phase.sort_channels and fresh_phase:
+            net.sort_channels()
+        optimizer = _make_optimizer(net, config, phase)
+        if not fresh_phase and "optimizer" in extra:
+            optimizer.load_state_dict(extra["optimizer"])
+        steps_per_epoch = len(_Batches(data, config, env, 0))
+        total_steps = pc.epochs * steps_per_epoch
+        warmup_steps = round(pc.warmup_epochs * steps_per_epoch)
+
+        for epoch in range(state["epoch"], pc.epochs):
+            net.train()
+            epoch_batches = _Batches(data, config, env, epoch)
+            start_step = state["step"] if epoch == state["epoch"] else 0
+            bar = tqdm(
+                total=steps_per_epoch, initial=start_step, disable=not (progress and env.main),
+                desc=f"[{phase.index + 1}/{len(phases)}] {phase.name} epoch {epoch + 1}/{pc.epochs}",
+                unit="step", dynamic_ncols=True, leave=True,
+            )
+            t_log, imgs_log = time.monotonic(), 0
+            for step, (x, y) in enumerate(epoch_batches.iterate(start_step), start=start_step):
+                phase_step = epoch * steps_per_epoch + step
+                gstep = state["global_step"] + 1
+                lr = lr_at(phase_step, total_steps, pc.lr, warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = x.to(env.device, non_blocking=True)
+                y = y.to(env.device, non_blocking=True)
+                if config.augment:
+                    x = augment_batch(x, step_generator(config.seed, 1, gstep, env.rank))
+                archs = subnets_for_step(
+                    phase, config.schedule.kind, pc.subnets_per_step,
+                    step_generator(config.seed, 0, phase.index, epoch, step),
+                    config.schedule.sandwich_random,
+                )
+                loss_sum = _train_step(model, net, teacher, archs, x, y, config, optimizer,
+                                       scaler, use_amp)
+                state["global_step"] = gstep
+                steps_done += 1
+                imgs_log += len(y) * env.world * len(archs)
+                bar.update(1)
+                if gstep % config.log_every == 0 or step == steps_per_epoch - 1:
+                    now = time.monotonic()
+                    ips = imgs_log / max(now - t_log, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
+                    if env.main:
+                        _append_metrics(run_dir, {
+                            "kind": "train", "phase": phase.name, "phase_index": phase.index,
+                            "epoch": epoch, "step": step, "global_step": gstep,
+                            "loss": loss_sum, "lr": lr, "images_per_s": ips,
+                            "elapsed_s": now - started,
+                        }, writer)
+                    t_log, imgs_log = now, 0
+                last_of_epoch = step == steps_per_epoch - 1
+                if not last_of_epoch and time.monotonic() - last_ckpt > 60 * config.checkpoint_minutes:
+                    checkpoint(phase.index, epoch, step + 1, gstep, optimizer)
+                if stop_after_steps is not None and steps_done >= stop_after_steps:
+                    bar.close()
+                    raise TrainInterrupted(f"stopped after {steps_done} steps at global step {gstep}")
+            bar.close()
+            # ---- epoch end: validate the phase's largest and smallest subnets, checkpoint
+            if env.main:
+                record = _validate(net, phase, data, config, epoch, state["global_step"], started)
+                _append_metrics(run_dir, record, writer)
+                if progress:
+                    tqdm.write(f"  holdout top-1 after BN recalibration: largest "
+                               f"{record['largest_acc']:.2f}%, smallest {record['smallest_acc']:.2f}%")
+            if epoch + 1 < pc.epochs:
+                checkpoint(phase.index, epoch + 1, 0, state["global_step"], optimizer)
+            else:
+                checkpoint(phase.index + 1, 0, 0, state["global_step"], None)
+            extra = {}
+        state["epoch"], state["step"] = 0, 0
+
+    # ---- the end: final weights and a summary, then the state says finished
+    if env.main:
+        _write_summary(net, phases, data, config, run_dir, started)
+        save_weights(net, run_dir / SUPERNET_FILE,
+                     {"num_classes": data.num_classes, "in_channels": data.in_channels,
+                      "family": config.model.family})
+        state.update(finished=True, elapsed=time.monotonic() - started)
+        save_checkpoint(run_dir, state, net, {"rng": torch.get_rng_state()})
+    _barrier(env)
+    if writer is not None:
+        writer.close()
+    return run_dir / SUPERNET_FILE
+
+
+def _train_step(model, net: Supernet, teacher, archs, x, y, config: TrainConfig, optimizer,
+                scaler, use_amp: bool) -> float:
+    """One optimizer step over the K subnets in ``archs`` (gradients accumulated)."""
+    optimizer.zero_grad(set_to_none=True)
+    channels_last = config.channels_last
+    teacher_logits: dict[int, torch.Tensor] = {}
+    sandwich_target = None
+    total = 0.0
+    for k, arch in enumerate(archs):
+        xr = resize_batch(x, arch.resolution)
+        if channels_last:
+            xr = xr.contiguous(memory_format=torch.channels_last)
+        net.set_active(arch)
+        # Only the last backward of the step synchronises gradients across DDP ranks.
+        sync = contextlib.nullcontext()
+        if isinstance(model, DistributedDataParallel) and k < len(archs) - 1:
+            sync = model.no_sync()
+        with sync, torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
+            target = None
+            if config.schedule.kind == "sandwich":
+                target = sandwich_target
+            elif teacher is not None:
+                if arch.resolution not in teacher_logits:
+                    with torch.no_grad():
+                        teacher_logits[arch.resolution] = teacher(xr)
+                target = teacher_logits[arch.resolution]
+            out = model(xr)
+            loss = distillation_loss(
+                out, y, target, kd_ratio=config.distill.kd_ratio,
+                label_smoothing=config.optimizer.label_smoothing,
+                temperature=config.distill.temperature,
+            )
+            if config.schedule.kind == "sandwich" and k == 0:
+                sandwich_target = out.detach()  # in-place distillation from the largest
+            scaler.scale(loss).backward()
+        total += float(loss.detach())
+    if config.optimizer.grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return total
+
+
+def _validate(net: Supernet, phase: Phase, data: DataBundle, config: TrainConfig, epoch: int,
+              gstep: int, started: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": "eval", "phase": phase.name, "phase_index": phase.index,
+                              "epoch": epoch, "global_step": gstep}
+    for label, arch in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
+        record[f"{label}_acc"] = evaluate_subnet(
+            net, arch, data.holdout, data.holdout, calibration_images=config.bn_calibration_images,
+            batch_size=config.eval_batch_size, limit=config.eval_images,
+        )
+        record[f"{label}_arch"] = str(arch)
+    record["elapsed_s"] = time.monotonic() - started
+    return record
+
+
+
+
+
+def _write_summary(net: Supernet, phases: list[Phase], data: DataBundle, config: TrainConfig,
+                   run_dir: Path, started: float) -> None:
+    """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
+    test set is used here, for final reporting, and nowhere else in training."""
+    summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
+    for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
+        row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
+        for split, dataset in (("holdout", data.holdout), ("test", data.test)):
+            row[f"{split}_accuracy"] = evaluate_subnet(
+                net, arch, dataset, data.holdout,
+                calibration_images=config.bn_calibration_images,
+                batch_size=config.eval_batch_size,
+            )
+        summary["subnets"][label] = row
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
