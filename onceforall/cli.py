@@ -32,8 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from onceforall.training import train
 
     config = load_config(args.config, args.overrides)
-    path = train(config, args.out, resume=args.resume, force=args.force,
-                 progress=not args.no_progress)
+    path = train(
+        config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress
+    )
     print(f"supernet: {path}")
     return 0
 
@@ -71,7 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come anywhere after the config (also after --out): argparse leaves
+    # those it cannot place among the unknown arguments.
+    args, unknown = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

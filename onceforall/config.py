@@ -48,9 +48,7 @@ class ModelConfig:
     def family_kwargs(self) -> dict[str, Any]:
         """The options to pass to ``create_supernet`` (those set in the config)."""
         return {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
-            if k != "family" and v is not None
+            k: v for k, v in dataclasses.asdict(self).items() if k != "family" and v is not None
         }
 
 
@@ -63,10 +61,12 @@ class PhaseConfig:
     """
 
     name: str
-    epochs: int = 1
+    epochs: float = 1  # fractions train the first part of the last epoch (e.g. 0.5)
     lr: float = 0.1  # peak learning rate for the whole (global) batch
     warmup_epochs: float = 0.0
-    subnets_per_step: int = 1  # K subnets per step, gradients accumulated (the paper's dynamic batch)
+    subnets_per_step: int = (
+        1  # K subnets per step, gradients accumulated (the paper's dynamic batch)
+    )
     largest_only: bool = False
     kernel_sizes: list[int] | None = None
     expand_ratios: list[float] | None = None
@@ -216,7 +216,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = _parse_override(text)
         node: Any = data
         for i, part in enumerate(path[:-1]):
-            nxt = node[int(part)] if isinstance(node, list) and part.isdigit() else None
+            nxt = None
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                nxt = node[int(part)]
             if isinstance(node, dict):
                 nxt = node.setdefault(part, {})
             if nxt is None:
@@ -256,6 +258,7 @@ def save_config(config: TrainConfig, path: str | Path, header: str = "") -> None
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def _validate(c: TrainConfig) -> None:
     from onceforall.supernets import list_supernets

@@ -81,8 +81,14 @@ def recalibrate_bn(
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, dataset: Dataset, resolution: int, *, batch_size: int = 500,
-             limit: int | None = None) -> float:
+def accuracy(
+    net: nn.Module,
+    dataset: Dataset,
+    resolution: int,
+    *,
+    batch_size: int = 500,
+    limit: int | None = None,
+) -> float:
     """Top-1 accuracy in percent of ``net`` (eval mode) on ``dataset`` at ``resolution``."""
     net.eval()
     device = next(net.parameters()).device
@@ -97,8 +103,14 @@ def accuracy(net: nn.Module, dataset: Dataset, resolution: int, *, batch_size: i
 
 
 def evaluate_subnet(
-    net: Supernet, arch: ArchConfig, dataset: Dataset, calibration: Dataset, *,
-    calibration_images: int = 2000, batch_size: int = 500, limit: int | None = None,
+    net: Supernet,
+    arch: ArchConfig,
+    dataset: Dataset,
+    calibration: Dataset,
+    *,
+    calibration_images: int = 2000,
+    batch_size: int = 500,
+    limit: int | None = None,
 ) -> float:
     """Accuracy (%) of ``arch`` extracted from ``net`` with batch norm recalibrated on the first
     ``calibration_images`` of ``calibration``; the supernet itself is not modified."""

@@ -62,7 +62,10 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
     phases = []
     for i, (p, space) in enumerate(zip(config.schedule.phases, spaces, strict=True)):
         if config.schedule.kind == "progressive":
-            if i == 0 and len(space.kernel_sizes) + len(space.depths) + len(space.expand_ratios) != 3:
+            if (
+                i == 0
+                and len(space.kernel_sizes) + len(space.depths) + len(space.expand_ratios) != 3
+            ):
                 raise ValueError(
                     f"bad phase order: the first phase ({p.name}) must train the full network "
                     "(largest_only: true); progressive shrinking starts from the largest subnet"

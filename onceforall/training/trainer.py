@@ -33,6 +33,7 @@ from onceforall.training.checkpoint import (
     SUMMARY_FILE,
     SUPERNET_FILE,
     TEACHER_FILE,
+    atomic_write,
     load_state,
     load_weights,
     save_checkpoint,
@@ -128,8 +129,11 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [k for i, (x, y) in enumerate(zip(a, b, strict=True))
-                for k in _diff_keys(x, y, f"{prefix}{i}.")]
+        return [
+            k
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for k in _diff_keys(x, y, f"{prefix}{i}.")
+        ]
     return [] if a == b else [prefix.rstrip(".")]
 
 
@@ -176,17 +180,20 @@ class _Batches:
     def __len__(self) -> int:
         return len(self.indices) // self.per_rank
 
-    def iterate(self, start: int):
+    def iterate(self, start: int, stop: int | None = None):
+        """Batches ``start`` (inclusive) to ``stop`` (exclusive; default: the epoch's end)."""
+        stop = len(self) if stop is None else min(stop, len(self))
         chunks = [
-            self.indices[i * self.per_rank : (i + 1) * self.per_rank]
-            for i in range(start, len(self))
+            self.indices[i * self.per_rank : (i + 1) * self.per_rank] for i in range(start, stop)
         ]
         fast = getattr(self.dataset, "batch", None)
         if fast is not None and self.num_workers == 0:
             yield from (fast(c) for c in chunks)
             return
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=chunks, num_workers=self.num_workers,
+            self.dataset,
+            batch_sampler=chunks,
+            num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
         )
         yield from loader
@@ -215,6 +222,18 @@ def _append_metrics(run_dir: Path, record: dict, writer: Any) -> None:
         for k, v in record.items():
             if isinstance(v, int | float) and k not in ("phase_index", "epoch", "global_step"):
                 writer.add_scalar(f"{tag}/{k}", v, record.get("global_step", 0))
+
+
+def _truncate_metrics(run_dir: Path, global_step: int) -> None:
+    """Drop metric records written after the checkpoint a run resumes from: those steps run again,
+    and the log must read as one uninterrupted run."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if json.loads(line).get("global_step", 0) <= global_step]
+    if len(keep) != len(lines):
+        atomic_write(path, "".join(keep).encode())
 
 
 def _tensorboard(run_dir: Path, env: _Env) -> Any:
@@ -257,7 +276,9 @@ def train(
     data = load_data(config.data)
     torch.manual_seed(config.seed)  # weight init (and dropout) use the global RNG, as in PyTorch
     net = create_supernet(
-        config.model.family, num_classes=data.num_classes, in_channels=data.in_channels,
+        config.model.family,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
         **config.model.family_kwargs(),
     )
     phases = resolve_phases(config, net.space)
@@ -271,13 +292,21 @@ def train(
     if config.channels_last:
         net.to(memory_format=torch.channels_last)
     loaded = load_state(run_dir) if resume else None
-    state: dict[str, Any] = {"phase": 0, "epoch": 0, "step": 0, "global_step": 0,
-                             "finished": False, "elapsed": 0.0}
+    state: dict[str, Any] = {
+        "phase": 0,
+        "epoch": 0,
+        "step": 0,
+        "global_step": 0,
+        "finished": False,
+        "elapsed": 0.0,
+    }
     extra: dict[str, Any] = {}
     if loaded is not None:
         state, extra = loaded
         load_weights(net, run_dir / state["weights"])
         torch.set_rng_state(extra["rng"])
+        if env.main and not state.get("finished"):
+            _truncate_metrics(run_dir, state["global_step"])
     if state.get("finished"):
         if env.main:
             print(f"{run_dir} is already finished; nothing to do")
@@ -287,7 +316,8 @@ def train(
     if env.world > 1:
         # Inactive elastic weights (skipped blocks) get no gradient in a step: find them.
         model = DistributedDataParallel(
-            net, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            net,
+            device_ids=[env.device.index] if env.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
     use_amp = config.amp and env.device.type == "cuda"
@@ -297,11 +327,21 @@ def train(
     started = time.monotonic() - float(state.get("elapsed", 0.0))
     last_ckpt = time.monotonic()
 
-    def checkpoint(next_phase: int, next_epoch: int, next_step: int, gstep: int,
-                   optimizer: torch.optim.Optimizer | None) -> None:
+    def checkpoint(
+        next_phase: int,
+        next_epoch: int,
+        next_step: int,
+        gstep: int,
+        optimizer: torch.optim.Optimizer | None,
+    ) -> None:
         nonlocal last_ckpt
-        state.update(phase=next_phase, epoch=next_epoch, step=next_step, global_step=gstep,
-                     elapsed=time.monotonic() - started)
+        state.update(
+            phase=next_phase,
+            epoch=next_epoch,
+            step=next_step,
+            global_step=gstep,
+            elapsed=time.monotonic() - started,
+        )
         tensors = {"rng": torch.get_rng_state()}
         if optimizer is not None:
             tensors["optimizer"] = optimizer.state_dict()
@@ -314,7 +354,7 @@ def train(
     if (run_dir / TEACHER_FILE).is_file() and state["phase"] > 0:
         teacher = _teacher(net, run_dir, env, create=False)
 
-    for phase in phases[state["phase"]:]:
+    for phase in phases[state["phase"] :]:
         pc = phase.config
         fresh_phase = state["epoch"] == 0 and state["step"] == 0
         # ---- phase start: teacher, channel sorting, optimizer
@@ -327,20 +367,29 @@ def train(
         if not fresh_phase and "optimizer" in extra:
             optimizer.load_state_dict(extra["optimizer"])
         steps_per_epoch = len(_Batches(data, config, env, 0))
-        total_steps = pc.epochs * steps_per_epoch
+        # Fractional epochs: the last epoch stops early (its batch order is still a full shuffle).
+        total_steps = max(1, round(pc.epochs * steps_per_epoch))
         warmup_steps = round(pc.warmup_epochs * steps_per_epoch)
+        num_epochs = -(-total_steps // steps_per_epoch)
 
-        for epoch in range(state["epoch"], pc.epochs):
+        for epoch in range(state["epoch"], num_epochs):
             net.train()
             epoch_batches = _Batches(data, config, env, epoch)
             start_step = state["step"] if epoch == state["epoch"] else 0
+            epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
             bar = tqdm(
-                total=steps_per_epoch, initial=start_step, disable=not (progress and env.main),
-                desc=f"[{phase.index + 1}/{len(phases)}] {phase.name} epoch {epoch + 1}/{pc.epochs}",
-                unit="step", dynamic_ncols=True, leave=True,
+                total=epoch_steps,
+                initial=start_step,
+                disable=not (progress and env.main),
+                desc=f"[{phase.index + 1}/{len(phases)}] {phase.name} epoch {epoch + 1}/{num_epochs}",
+                unit="step",
+                dynamic_ncols=True,
+                leave=True,
             )
             t_log, imgs_log = time.monotonic(), 0
-            for step, (x, y) in enumerate(epoch_batches.iterate(start_step), start=start_step):
+            for step, (x, y) in enumerate(
+                epoch_batches.iterate(start_step, epoch_steps), start=start_step
+            ):
                 phase_step = epoch * steps_per_epoch + step
                 gstep = state["global_step"] + 1
                 lr = lr_at(phase_step, total_steps, pc.lr, warmup_steps)
@@ -351,43 +400,65 @@ def train(
                 if config.augment:
                     x = augment_batch(x, step_generator(config.seed, 1, gstep, env.rank))
                 archs = subnets_for_step(
-                    phase, config.schedule.kind, pc.subnets_per_step,
+                    phase,
+                    config.schedule.kind,
+                    pc.subnets_per_step,
                     step_generator(config.seed, 0, phase.index, epoch, step),
                     config.schedule.sandwich_random,
                 )
-                loss_sum = _train_step(model, net, teacher, archs, x, y, config, optimizer,
-                                       scaler, use_amp)
+                # Mean loss over the step's subnets (each is back-propagated on its own).
+                loss = _train_step(
+                    model, net, teacher, archs, x, y, config, optimizer, scaler, use_amp
+                ) / len(archs)
                 state["global_step"] = gstep
                 steps_done += 1
                 imgs_log += len(y) * env.world * len(archs)
                 bar.update(1)
-                if gstep % config.log_every == 0 or step == steps_per_epoch - 1:
+                last_of_epoch = step == epoch_steps - 1
+                if gstep % config.log_every == 0 or last_of_epoch:
                     now = time.monotonic()
                     ips = imgs_log / max(now - t_log, 1e-9)
-                    bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
                     if env.main:
-                        _append_metrics(run_dir, {
-                            "kind": "train", "phase": phase.name, "phase_index": phase.index,
-                            "epoch": epoch, "step": step, "global_step": gstep,
-                            "loss": loss_sum, "lr": lr, "images_per_s": ips,
-                            "elapsed_s": now - started,
-                        }, writer)
+                        _append_metrics(
+                            run_dir,
+                            {
+                                "kind": "train",
+                                "phase": phase.name,
+                                "phase_index": phase.index,
+                                "epoch": epoch,
+                                "step": step,
+                                "global_step": gstep,
+                                "loss": loss,
+                                "lr": lr,
+                                "images_per_s": ips,
+                                "archs": [str(a) for a in archs],
+                                "elapsed_s": now - started,
+                            },
+                            writer,
+                        )
                     t_log, imgs_log = now, 0
-                last_of_epoch = step == steps_per_epoch - 1
-                if not last_of_epoch and time.monotonic() - last_ckpt > 60 * config.checkpoint_minutes:
+                if (
+                    not last_of_epoch
+                    and time.monotonic() - last_ckpt > 60 * config.checkpoint_minutes
+                ):
                     checkpoint(phase.index, epoch, step + 1, gstep, optimizer)
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
                     bar.close()
-                    raise TrainInterrupted(f"stopped after {steps_done} steps at global step {gstep}")
+                    raise TrainInterrupted(
+                        f"stopped after {steps_done} steps at global step {gstep}"
+                    )
             bar.close()
             # ---- epoch end: validate the phase's largest and smallest subnets, checkpoint
             if env.main:
                 record = _validate(net, phase, data, config, epoch, state["global_step"], started)
                 _append_metrics(run_dir, record, writer)
                 if progress:
-                    tqdm.write(f"  holdout top-1 after BN recalibration: largest "
-                               f"{record['largest_acc']:.2f}%, smallest {record['smallest_acc']:.2f}%")
-            if epoch + 1 < pc.epochs:
+                    tqdm.write(
+                        f"  holdout top-1 after BN recalibration: largest "
+                        f"{record['largest_acc']:.2f}%, smallest {record['smallest_acc']:.2f}%"
+                    )
+            if epoch + 1 < num_epochs:
                 checkpoint(phase.index, epoch + 1, 0, state["global_step"], optimizer)
             else:
                 checkpoint(phase.index + 1, 0, 0, state["global_step"], None)
@@ -397,9 +468,15 @@ def train(
     # ---- the end: final weights and a summary, then the state says finished
     if env.main:
         _write_summary(net, phases, data, config, run_dir, started)
-        save_weights(net, run_dir / SUPERNET_FILE,
-                     {"num_classes": data.num_classes, "in_channels": data.in_channels,
-                      "family": config.model.family})
+        save_weights(
+            net,
+            run_dir / SUPERNET_FILE,
+            {
+                "num_classes": data.num_classes,
+                "in_channels": data.in_channels,
+                "family": config.model.family,
+            },
+        )
         state.update(finished=True, elapsed=time.monotonic() - started)
         save_checkpoint(run_dir, state, net, {"rng": torch.get_rng_state()})
     _barrier(env)
@@ -408,8 +485,18 @@ def train(
     return run_dir / SUPERNET_FILE
 
 
-def _train_step(model, net: Supernet, teacher, archs, x, y, config: TrainConfig, optimizer,
-                scaler, use_amp: bool) -> float:
+def _train_step(
+    model,
+    net: Supernet,
+    teacher,
+    archs,
+    x,
+    y,
+    config: TrainConfig,
+    optimizer,
+    scaler,
+    use_amp: bool,
+) -> float:
     """One optimizer step over the K subnets in ``archs`` (gradients accumulated)."""
     optimizer.zero_grad(set_to_none=True)
     channels_last = config.channels_last
@@ -436,7 +523,10 @@ def _train_step(model, net: Supernet, teacher, archs, x, y, config: TrainConfig,
                 target = teacher_logits[arch.resolution]
             out = model(xr)
             loss = distillation_loss(
-                out, y, target, kd_ratio=config.distill.kd_ratio,
+                out,
+                y,
+                target,
+                kd_ratio=config.distill.kd_ratio,
                 label_smoothing=config.optimizer.label_smoothing,
                 temperature=config.distill.temperature,
             )
@@ -452,25 +542,45 @@ def _train_step(model, net: Supernet, teacher, archs, x, y, config: TrainConfig,
     return total
 
 
-def _validate(net: Supernet, phase: Phase, data: DataBundle, config: TrainConfig, epoch: int,
-              gstep: int, started: float) -> dict[str, Any]:
-    record: dict[str, Any] = {"kind": "eval", "phase": phase.name, "phase_index": phase.index,
-                              "epoch": epoch, "global_step": gstep}
+def _validate(
+    net: Supernet,
+    phase: Phase,
+    data: DataBundle,
+    config: TrainConfig,
+    epoch: int,
+    gstep: int,
+    started: float,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "kind": "eval",
+        "phase": phase.name,
+        "phase_index": phase.index,
+        "epoch": epoch,
+        "global_step": gstep,
+    }
     for label, arch in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
         record[f"{label}_acc"] = evaluate_subnet(
-            net, arch, data.holdout, data.holdout, calibration_images=config.bn_calibration_images,
-            batch_size=config.eval_batch_size, limit=config.eval_images,
+            net,
+            arch,
+            data.holdout,
+            data.holdout,
+            calibration_images=config.bn_calibration_images,
+            batch_size=config.eval_batch_size,
+            limit=config.eval_images,
         )
         record[f"{label}_arch"] = str(arch)
     record["elapsed_s"] = time.monotonic() - started
     return record
 
 
-
-
-
-def _write_summary(net: Supernet, phases: list[Phase], data: DataBundle, config: TrainConfig,
-                   run_dir: Path, started: float) -> None:
+def _write_summary(
+    net: Supernet,
+    phases: list[Phase],
+    data: DataBundle,
+    config: TrainConfig,
+    run_dir: Path,
+    started: float,
+) -> None:
     """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
     test set is used here, for final reporting, and nowhere else in training."""
     summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
@@ -478,7 +588,10 @@ def _write_summary(net: Supernet, phases: list[Phase], data: DataBundle, config:
         row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
         for split, dataset in (("holdout", data.holdout), ("test", data.test)):
             row[f"{split}_accuracy"] = evaluate_subnet(
-                net, arch, dataset, data.holdout,
+                net,
+                arch,
+                dataset,
+                data.holdout,
                 calibration_images=config.bn_calibration_images,
                 batch_size=config.eval_batch_size,
             )

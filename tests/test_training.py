@@ -1,0 +1,298 @@
+"""Training: the whole progressive-shrinking schedule on synthetic data, resume, DDP, BN
+recalibration, configs and the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import onceforall as ofa
+from onceforall.cli import main as cli_main
+from onceforall.config import config_from_dict, load_config
+from onceforall.data import DataConfig, load_data
+from onceforall.training import TrainInterrupted, accuracy, train
+from onceforall.training.bn import batches
+from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Every phase of the paper's schedule (full, kernel, depth x2, expand x2) on a tiny synthetic set:
+# 96 training images in batches of 32 -> 3 steps per epoch.
+TINY = {
+    "model": {"family": "mbv3_small_images", "resolutions": [16, 20], "dropout": 0.0},
+    "data": {
+        "dataset": "synthetic",
+        "synthetic_size": 160,
+        "synthetic_resolution": 20,
+        "holdout_size": 64,
+    },
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "bn_calibration_images": 64,
+    "log_every": 1,
+    "num_threads": 1,
+    "checkpoint_minutes": 0.0,  # checkpoint after every step: interruption tests need it
+    "schedule": {
+        "kind": "progressive",
+        "phases": [
+            {"name": "full", "largest_only": True, "epochs": 1, "lr": 0.05, "distill": False},
+            {"name": "kernel", "expand_ratios": [6], "depths": [4], "epochs": 1, "lr": 0.02},
+            {"name": "depth_1", "expand_ratios": [6], "depths": [3, 4], "epochs": 0.67,
+             "lr": 0.02, "subnets_per_step": 2},
+            {"name": "depth_2", "expand_ratios": [6], "epochs": 0.67, "lr": 0.02,
+             "subnets_per_step": 2},
+            {"name": "expand_1", "expand_ratios": [4, 6], "epochs": 0.67, "lr": 0.02,
+             "subnets_per_step": 2},
+            {"name": "expand_2", "epochs": 1, "lr": 0.02, "subnets_per_step": 2},
+        ],
+    },
+}  # fmt: skip
+
+
+def tiny_config(**overrides):
+    data = json.loads(json.dumps(TINY))
+    for key, value in overrides.items():
+        node = data
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config_from_dict(data)
+
+
+def _records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(), run_dir, progress=False)
+    return run_dir
+
+
+def test_schedule_runs_every_phase_and_yields_a_usable_supernet(finished_run):
+    phases = [p["name"] for p in TINY["schedule"]["phases"]]
+    evals = _records(finished_run, "eval")
+    assert [r["phase"] for r in evals] == phases  # one epoch-end validation per phase
+    for r in evals:
+        assert 0 <= r["smallest_acc"] <= 100 and 0 <= r["largest_acc"] <= 100
+    steps = _records(finished_run, "train")
+    assert [r["global_step"] for r in steps] == list(range(1, len(steps) + 1))
+    # Fractional epochs: 0.67 of 3 steps is 2 steps.
+    per_phase = {name: sum(r["phase"] == name for r in steps) for name in phases}
+    assert per_phase == {"full": 3, "kernel": 3, "depth_1": 2, "depth_2": 2, "expand_1": 2,
+                         "expand_2": 3}  # fmt: skip
+    # Every trained arch lies in its phase's space; K subnets per step where asked.
+    config = tiny_config()
+    net = ofa.load_supernet(finished_run)
+    spaces = {p.name: p.space for p in resolve_phases(config, net.space)}
+    for r in steps:
+        assert len(r["archs"]) == (2 if r["phase"].startswith(("depth", "expand")) else 1)
+        assert all(ofa.ArchConfig.parse(a) in spaces[r["phase"]] for a in r["archs"])
+    assert {ofa.ArchConfig.parse(a).kernel_sizes[0][0] for r in steps[3:6] for a in r["archs"]}
+    # The loaded supernet is ready to use: its space, set_active, extract, forward.
+    assert (
+        net.space
+        == ofa.create_supernet(
+            "mbv3_small_images", num_classes=4, in_channels=1, resolutions=(16, 20)
+        ).space
+    )
+    arch = net.space.sample(0)
+    x = torch.randn(2, 1, arch.resolution, arch.resolution)
+    net.set_active(arch)
+    assert torch.allclose(net(x), net.extract(arch)(x), atol=1e-5)
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert set(summary["subnets"]) == {"largest", "smallest"}
+    assert {"holdout_accuracy", "test_accuracy", "macs", "params"} <= set(
+        summary["subnets"]["largest"]
+    )
+    saved = load_config(finished_run / "config.yaml")
+    assert saved == config  # the resolved config round-trips
+
+
+def test_kernel_transforms_train_only_in_the_kernel_phase(finished_run):
+    """Frozen after the kernel phase: the transform matrices are the same as at its end."""
+    config = tiny_config()
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phases = resolve_phases(config, net.space)
+    assert [p.train_kernel_transforms for p in phases] == [False, True, False, False, False, False]
+    assert [p.sort_channels for p in phases] == [False, False, False, False, True, True]
+    trained = load_file(str(finished_run / "supernet.safetensors"))
+    moved = [k for k, v in trained.items() if ".transforms." in k and not torch.equal(
+        v, torch.eye(v.shape[0]))]  # fmt: skip
+    assert moved, "the kernel phase must change the transformation matrices"
+
+
+def test_resume_after_interruption_reaches_the_same_weights(finished_run, tmp_path):
+    run_dir = tmp_path / "interrupted"
+    # Stop mid-epoch inside the depth phase (global step 8 of 15), then resume to the end.
+    with pytest.raises(TrainInterrupted):
+        train(tiny_config(), run_dir, progress=False, stop_after_steps=8)
+    assert not (run_dir / "supernet.safetensors").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(), run_dir, progress=False)
+    with pytest.raises(ValueError, match="differs"):
+        train(tiny_config(seed=3), run_dir, progress=False, resume=True)
+    train(tiny_config(), run_dir, progress=False, resume=True)
+    a = load_file(str(finished_run / "supernet.safetensors"))
+    b = load_file(str(run_dir / "supernet.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The metrics of the resumed run continue the interrupted one's steps.
+    steps = [r["global_step"] for r in _records(run_dir, "train")]
+    assert steps == list(range(1, len(steps) + 1))
+    # A finished run resumed again does nothing.
+    train(tiny_config(), run_dir, progress=False, resume=True)
+
+
+def test_sandwich_schedule_trains_largest_smallest_and_random():
+    config = tiny_config(**{"schedule.kind": "sandwich"})
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phases = resolve_phases(config, net.space)
+    archs = subnets_for_step(phases[-1], "sandwich", 1, step_generator(0, 1), sandwich_random=2)
+    assert archs[0] == phases[-1].space.largest() and archs[1] == phases[-1].space.smallest()
+    assert len(archs) == 4
+
+
+def test_subnets_and_lr_are_pure_functions_of_the_step():
+    config = tiny_config()
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phase = resolve_phases(config, net.space)[-1]
+    draw = [subnets_for_step(phase, "progressive", 3, step_generator(0, 5, 1, 2)) for _ in "ab"]
+    assert draw[0] == draw[1]
+    assert subnets_for_step(phase, "progressive", 3, step_generator(0, 5, 1, 3)) != draw[0]
+    assert lr_at(0, 100, 0.1, 10) == pytest.approx(0.01)
+    assert lr_at(9, 100, 0.1, 10) == pytest.approx(0.1)
+    assert lr_at(55, 100, 0.1, 10) == pytest.approx(0.05)
+    assert lr_at(100, 100, 0.1, 10) == pytest.approx(0.0)
+
+
+def test_bn_recalibration_repairs_miscalibrated_statistics(finished_run):
+    net = ofa.load_supernet(finished_run)
+    data = load_data(DataConfig(**TINY["data"]))
+    arch = net.space.smallest()
+    sub = net.extract(arch)
+    ofa.recalibrate_bn(sub, arch, batches(data.holdout, 64))
+    good = accuracy(sub, data.holdout, arch.resolution)
+    bns = [m for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:  # statistics of some other distribution
+            m.running_mean.add_(3.0)
+            m.running_var.mul_(25.0)
+    bad = accuracy(sub, data.holdout, arch.resolution)
+    before = [m.running_mean.clone() for m in bns]
+    ofa.recalibrate_bn(sub, arch, batches(data.holdout, 64))
+    assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, bns, strict=True))
+    repaired = accuracy(sub, data.holdout, arch.resolution)
+    assert repaired == pytest.approx(good)
+    assert repaired > bad
+    # On the supernet itself too: it sets the arch active and leaves it in eval mode.
+    ofa.recalibrate_bn(net, arch, batches(data.holdout, 64))
+    assert net.active_arch == arch and not net.training
+
+
+# ----------------------------------------------------------------------------- configs and CLI
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid_and_shows_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# onceforall ") and path.name in first
+    config = load_config(path)
+    net = ofa.create_supernet(config.model.family, num_classes=10, in_channels=3,
+                              **config.model.family_kwargs())  # fmt: skip
+    phases = resolve_phases(config, net.space)
+    assert phases[-1].space == net.space.restrict(resolutions=phases[-1].space.resolutions)
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _existing_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("precious: true\n")
+    (run / "supernet.safetensors").write_bytes(b"weights")
+    return run, {p.name: p.read_bytes() for p in run.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(bogus=1), "unknown config key bogus"),
+        (lambda d: d["data"].update(dataset="imagenet"), "data.dataset"),
+        (lambda d: d["model"].update(family="nope"), "model.family"),
+        (lambda d: d["schedule"]["phases"].reverse(), "bad phase order"),
+        (lambda d: d["schedule"]["phases"][1].update(kernel_sizes=[4]), "kernel_sizes"),
+        (lambda d: d["data"].update(dataset="imagefolder", root="/nonexistent"), "/nonexistent"),
+        (lambda d: d.update(batch_size="big"), "batch_size"),
+    ],
+)
+def test_config_errors_exit_nonzero_and_leave_the_run_untouched(tmp_path, capsys, change, message):
+    data = json.loads(json.dumps(TINY))
+    change(data)
+    run, before = _existing_run(tmp_path)
+    for extra in ([], ["--force"], ["--resume"]):
+        code = cli_main(["train", str(_write(tmp_path, data)), "--out", str(run), *extra])
+        assert code != 0
+        assert message in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_cli_refuses_to_overwrite_and_overrides_apply(tmp_path, capsys):
+    run, before = _existing_run(tmp_path)
+    cfg = _write(tmp_path, TINY)
+    assert cli_main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    missing = cli_main(["train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")])
+    assert missing == 2 and "does not exist" in capsys.readouterr().err
+    bad = cli_main(["train", str(cfg), "--out", str(tmp_path / "x"), "schedule.phases.9.lr=1"])
+    assert bad == 2 and "schedule.phases.9 does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    config = load_config(cfg, ["schedule.phases.1.epochs=2", "data.holdout_size=32"])
+    assert config.schedule.phases[1].epochs == 2 and config.data.holdout_size == 32
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        load_data(DataConfig(dataset="fashion_mnist", root=str(tmp_path)))
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_run, tmp_path):
+    cfg = _write(tmp_path, TINY)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "onceforall.cli", "train", str(cfg), "--out", str(run),
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = [(r["global_step"], r["archs"]) for r in _records(finished_run, "train")]
+    ddp = [(r["global_step"], r["archs"]) for r in _records(run, "train")]
+    assert ddp == single
+    # Both ranks ended with the same weights (DDP averages gradients): rank 0 saved them, and
+    # they are a loadable supernet.
+    net = ofa.load_supernet(run)
+    assert net.space == ofa.load_supernet(finished_run).space
