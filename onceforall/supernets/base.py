@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -10,7 +11,72 @@ from torch import nn
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.static import StaticNet
 
-__all__ = ["Supernet"]
+__all__ = ["LayerSpec", "Supernet"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One latency-relevant layer of a subnet, as a frozen, hashable description.
+
+    Two layers with equal specs compute the same function shape on the same input shape, so they
+    take the same time: a latency table holds one measurement per distinct spec. What a ``kind``
+    means (and which fields it uses) is up to the family that emits it; see
+    :meth:`Supernet.layer_specs` and :meth:`Supernet.build_layer`.
+
+    Args:
+        kind: layer type, e.g. ``"conv"`` (conv-BN-activation), ``"mbconv"``, ``"head"``.
+        in_channels: input channels.
+        out_channels: output channels (classes, for a classifier head).
+        in_hw: input height and width (square inputs).
+        kernel_size: spatial kernel size (the depthwise one, for an inverted residual).
+        stride: spatial stride.
+        mid_channels: hidden width (expanded channels, or a head's feature width); 0 if unused.
+        act: activation name (``"relu"``, ``"hswish"``, ...); ``""`` for none.
+        expand: whether an inverted residual has its 1x1 expand conv.
+        se_channels: squeeze-excite hidden units; 0 for no squeeze-excite.
+        residual: whether the input is added to the output.
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    in_hw: int
+    kernel_size: int = 1
+    stride: int = 1
+    mid_channels: int = 0
+    act: str = ""
+    expand: bool = False
+    se_channels: int = 0
+    residual: bool = False
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(1, in_channels, in_hw, in_hw)``: the layer's input for a batch of one."""
+        return (1, self.in_channels, self.in_hw, self.in_hw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are errors."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown LayerSpec keys {sorted(unknown)}; allowed: {sorted(names)}")
+        return cls(**data)
+
+    def __str__(self) -> str:
+        parts = [f"{self.kind} {self.in_channels}>{self.out_channels} @{self.in_hw}"]
+        if self.mid_channels:
+            parts.append(f"mid{self.mid_channels}")
+        parts.append(f"k{self.kernel_size}s{self.stride}")
+        parts += [self.act] if self.act else []
+        parts += [f"se{self.se_channels}"] if self.se_channels else []
+        parts += ["noexpand"] if self.kind == "mbconv" and not self.expand else []
+        parts += ["res"] if self.residual else []
+        return " ".join(parts)
 
 
 class Supernet(nn.Module):
@@ -116,3 +182,23 @@ class Supernet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"space={self.space.describe()}"
+
+    # ---------------------------------------------------------------- latency layers
+    # A latency table times each distinct layer once and predicts a subnet as the sum over its
+    # layers. What the layers are is family knowledge, so it lives in the family's file.
+    def layer_specs(self, arch: ArchConfig | str | None = None) -> list[LayerSpec]:
+        """The latency-relevant layers of the subnet at ``arch`` (the active one by default), in
+        execution order (stem, blocks, head): chaining :meth:`build_layer` of each maps an
+        ``(N, in_channels, R, R)`` image batch to ``(N, num_classes)`` logits as the extracted
+        subnet does."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its layers")
+
+    def build_layer(self, spec: LayerSpec) -> nn.Module:
+        """A standalone module of standard ``torch.nn`` layers for ``spec`` (random weights, eval
+        mode), taking an input of shape ``(N, *spec.input_shape[1:])``; for timing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot build layers from specs")
+
+    def latency_layer_specs(self) -> list[LayerSpec]:
+        """Every distinct :class:`LayerSpec` that some arch of :attr:`space` runs, each once (in
+        first-seen order): the entries a latency table must measure."""
+        raise NotImplementedError(f"{type(self).__name__} does not enumerate its layers")

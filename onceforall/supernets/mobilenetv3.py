@@ -12,15 +12,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.elastic import ElasticMBConv, make_divisible
+from onceforall.elastic.mbconv import activation
 from onceforall.elastic.utils import conv_cost
-from onceforall.static import StaticNet
-from onceforall.supernets.base import Supernet
+from onceforall.static import MBConv, SqueezeExcite, StaticNet
+from onceforall.supernets.base import LayerSpec, Supernet
 from onceforall.supernets.registry import register_supernet
 
 __all__ = ["MobileNetV3Layout", "MobileNetV3Supernet"]
@@ -250,6 +252,115 @@ class MobileNetV3Supernet(Supernet):
         for stage in self.stages:
             for block in stage:
                 block.sort_channels()
+
+    # ---------------------------------------------------------------- latency layers
+    def _block_spec(self, block: ElasticMBConv, in_hw: int, k: int, e: float) -> LayerSpec:
+        mid = block.mid_channels(e) if block.has_expand else block.in_channels
+        return LayerSpec(
+            "mbconv",
+            block.in_channels,
+            block.out_channels,
+            in_hw,
+            kernel_size=k,
+            stride=block.stride,
+            mid_channels=mid,
+            act=block.act_name,
+            expand=block.has_expand,
+            se_channels=0 if block.se is None else block.se.mid(mid),
+            residual=block.residual,
+        )
+
+    def layer_specs(self, arch: ArchConfig | str | None = None) -> list[LayerSpec]:
+        """Stem conv, the fixed first block, each running MBConv block, the final 1x1 expand conv,
+        then the head (pool, feature mix, classifier) as one layer: its parts run on a 1x1 map and
+        are far too quick to time apart."""
+        arch = self._resolve(arch)
+        # Built per block choice once: a search asks for the layers of ~10^4 archs.
+        cache: dict[tuple, Any] = self.__dict__.setdefault("_layer_spec_cache", {})
+        key = (arch.resolution, -1, 0, 0, 0.0)
+        specs = cache.get(key)
+        if specs is None:
+            stem = self.stem[0]
+            hw = -(-arch.resolution // self.layout.stem_stride)
+            specs = cache[key] = (
+                LayerSpec("conv", stem.in_channels, stem.out_channels, arch.resolution, 3,
+                          self.layout.stem_stride, act="hswish"),
+                self._block_spec(self.first_block, hw, 3, 1.0),
+            )  # fmt: skip
+        out = list(specs)
+        hw = -(-out[-1].in_hw // out[-1].stride)
+        for s, (ks, es) in enumerate(zip(arch.kernel_sizes, arch.expand_ratios, strict=True)):
+            for b, (k, e) in enumerate(zip(ks, es, strict=True)):
+                spec = cache.get((hw, s, b, k, e))
+                if spec is None:
+                    spec = cache[(hw, s, b, k, e)] = self._block_spec(self.stages[s][b], hw, k, e)
+                out.append(spec)
+                hw = -(-hw // spec.stride)
+        tail = cache.get((hw, -2, 0, 0, 0.0))
+        if tail is None:
+            expand_c = self.final_expand[0].out_channels
+            tail = cache[(hw, -2, 0, 0, 0.0)] = (
+                LayerSpec("conv", self.final_channels, expand_c, hw, 1, 1, act="hswish"),
+                LayerSpec("head", expand_c, self.num_classes, hw,
+                          mid_channels=self.classifier.in_features, act="hswish"),
+            )  # fmt: skip
+        out += tail
+        return out
+
+    def build_layer(self, spec: LayerSpec) -> nn.Module:
+        """Standard modules as :meth:`extract` makes them, with random weights."""
+        c_in, c_out, mid = spec.in_channels, spec.out_channels, spec.mid_channels
+        k = spec.kernel_size
+        if spec.kind == "conv":
+            layer: nn.Module = nn.Sequential(
+                nn.Conv2d(c_in, c_out, k, spec.stride, k // 2, bias=False),
+                nn.BatchNorm2d(c_out),
+                activation(spec.act),
+            )
+        elif spec.kind == "mbconv":
+            expand: nn.Module = nn.Identity()
+            if spec.expand:
+                expand = nn.Sequential(
+                    nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), activation(spec.act)
+                )
+            depthwise = nn.Sequential(
+                nn.Conv2d(mid, mid, k, spec.stride, k // 2, groups=mid, bias=False),
+                nn.BatchNorm2d(mid),
+                activation(spec.act),
+            )
+            se = SqueezeExcite(mid, spec.se_channels) if spec.se_channels else nn.Identity()
+            project = nn.Sequential(nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+            layer = MBConv(expand, depthwise, se, project, spec.residual)
+        elif spec.kind == "head":
+            # The StaticNet pool, then the extracted head (feature mix, flatten, dropout, linear).
+            layer = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(c_in, mid, 1, bias=False),
+                activation(spec.act),
+                nn.Flatten(1),
+                nn.Dropout(self.dropout.p),
+                nn.Linear(mid, c_out),
+            )
+        else:
+            raise ValueError(
+                f"{type(self).__name__} cannot build a {spec.kind!r} layer; its layer kinds are "
+                "'conv', 'mbconv' and 'head' (specs come from layer_specs())"
+            )
+        return layer.eval()
+
+    def latency_layer_specs(self) -> list[LayerSpec]:
+        """The layers of the uniform archs at maximum depth, one per resolution, kernel size and
+        expand ratio. They cover every arch: a block's spec depends only on its slot, its own
+        choice and the resolution (its input width and size are fixed by the slot and the strides,
+        not by other blocks' choices), and a shallower stage runs a prefix of the same slots."""
+        sp, d, n = self.space, self.space.max_depth, self.space.num_stages
+        seen: dict[LayerSpec, None] = {}
+        for r in sp.resolutions:
+            for k in sp.kernel_sizes:
+                for e in sp.expand_ratios:
+                    arch = ArchConfig(r, (d,) * n, ((k,) * d,) * n, ((e,) * d,) * n)
+                    seen.update(dict.fromkeys(self.layer_specs(arch)))
+        return list(seen)
 
 
 def _clone(module: nn.Module) -> nn.Module:

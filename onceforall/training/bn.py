@@ -17,7 +17,7 @@ from onceforall.arch import ArchConfig
 from onceforall.data import resize_batch
 from onceforall.supernets import Supernet
 
-__all__ = ["accuracy", "batches", "recalibrate_bn", "evaluate_subnet"]
+__all__ = ["accuracy", "batches", "evaluate_subnet", "recalibrate_bn"]
 
 
 def batches(dataset: Dataset, batch_size: int, limit: int | None = None) -> Iterable:

@@ -94,7 +94,7 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at the end."""
     if warmup_steps > 0 and step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)

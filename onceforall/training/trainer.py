@@ -381,7 +381,8 @@ def train(
                 total=epoch_steps,
                 initial=start_step,
                 disable=not (progress and env.main),
-                desc=f"[{phase.index + 1}/{len(phases)}] {phase.name} epoch {epoch + 1}/{num_epochs}",
+                desc=f"[{phase.index + 1}/{len(phases)}] {phase.name} "
+                f"epoch {epoch + 1}/{num_epochs}",
                 unit="step",
                 dynamic_ncols=True,
                 leave=True,
