@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 import onceforall as ofa
+from onceforall.config import TrainConfig, config_from_dict
 
 # Keep tests single-threaded: on 2 cores, intra-op threads fight pytest's own work for tiny tensors.
 torch.set_num_threads(1)
@@ -54,3 +58,59 @@ def supernet(family) -> ofa.Supernet:
         torch.manual_seed(0)
         _CACHE[family] = randomize_(ofa.create_supernet(family, **family_kwargs(family))).eval()
     return _CACHE[family]
+
+
+# ----------------------------------------------------------------------------- a tiny trained run
+
+# Every phase of the paper's schedule (full, kernel, depth x2, expand x2) on a tiny synthetic set:
+# 96 training images in batches of 32 -> 3 steps per epoch.
+TINY = {
+    "model": {"family": "mbv3_small_images", "resolutions": [16, 20], "dropout": 0.0},
+    "data": {
+        "dataset": "synthetic",
+        "synthetic_size": 160,
+        "synthetic_resolution": 20,
+        "holdout_size": 64,
+    },
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "bn_calibration_images": 64,
+    "log_every": 1,
+    "num_threads": 1,
+    "checkpoint_minutes": 0.0,  # checkpoint after every step: interruption tests need it
+    "schedule": {
+        "kind": "progressive",
+        "phases": [
+            {"name": "full", "largest_only": True, "epochs": 1, "lr": 0.05, "distill": False},
+            {"name": "kernel", "expand_ratios": [6], "depths": [4], "epochs": 1, "lr": 0.02},
+            {"name": "depth_1", "expand_ratios": [6], "depths": [3, 4], "epochs": 0.67,
+             "lr": 0.02, "subnets_per_step": 2},
+            {"name": "depth_2", "expand_ratios": [6], "epochs": 0.67, "lr": 0.02,
+             "subnets_per_step": 2},
+            {"name": "expand_1", "expand_ratios": [4, 6], "epochs": 0.67, "lr": 0.02,
+             "subnets_per_step": 2},
+            {"name": "expand_2", "epochs": 1, "lr": 0.02, "subnets_per_step": 2},
+        ],
+    },
+}  # fmt: skip
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    data = json.loads(json.dumps(TINY))
+    for key, value in overrides.items():
+        node = data
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config_from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of :data:`TINY` (every phase, ~10 s), shared by tests that only read it."""
+    from onceforall.training import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(), run_dir, progress=False)
+    return run_dir

@@ -16,56 +16,14 @@ from safetensors.torch import load_file
 
 import onceforall as ofa
 from onceforall.cli import main as cli_main
-from onceforall.config import config_from_dict, load_config
+from onceforall.config import load_config
 from onceforall.data import DataConfig, load_data
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
+from tests.conftest import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Every phase of the paper's schedule (full, kernel, depth x2, expand x2) on a tiny synthetic set:
-# 96 training images in batches of 32 -> 3 steps per epoch.
-TINY = {
-    "model": {"family": "mbv3_small_images", "resolutions": [16, 20], "dropout": 0.0},
-    "data": {
-        "dataset": "synthetic",
-        "synthetic_size": 160,
-        "synthetic_resolution": 20,
-        "holdout_size": 64,
-    },
-    "batch_size": 32,
-    "eval_batch_size": 64,
-    "bn_calibration_images": 64,
-    "log_every": 1,
-    "num_threads": 1,
-    "checkpoint_minutes": 0.0,  # checkpoint after every step: interruption tests need it
-    "schedule": {
-        "kind": "progressive",
-        "phases": [
-            {"name": "full", "largest_only": True, "epochs": 1, "lr": 0.05, "distill": False},
-            {"name": "kernel", "expand_ratios": [6], "depths": [4], "epochs": 1, "lr": 0.02},
-            {"name": "depth_1", "expand_ratios": [6], "depths": [3, 4], "epochs": 0.67,
-             "lr": 0.02, "subnets_per_step": 2},
-            {"name": "depth_2", "expand_ratios": [6], "epochs": 0.67, "lr": 0.02,
-             "subnets_per_step": 2},
-            {"name": "expand_1", "expand_ratios": [4, 6], "epochs": 0.67, "lr": 0.02,
-             "subnets_per_step": 2},
-            {"name": "expand_2", "epochs": 1, "lr": 0.02, "subnets_per_step": 2},
-        ],
-    },
-}  # fmt: skip
-
-
-def tiny_config(**overrides):
-    data = json.loads(json.dumps(TINY))
-    for key, value in overrides.items():
-        node = data
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return config_from_dict(data)
 
 
 def _records(run_dir: Path, kind: str) -> list[dict]:
@@ -73,11 +31,9 @@ def _records(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    train(tiny_config(), run_dir, progress=False)
-    return run_dir
+@pytest.fixture
+def finished_run(tiny_run) -> Path:
+    return tiny_run
 
 
 def test_schedule_runs_every_phase_and_yields_a_usable_supernet(finished_run):
