@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -39,6 +40,183 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantity(text: str) -> float:
+    """A count such as ``2500000``, ``2.5e6`` or ``2.5M`` (K, M, G suffixes)."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:].lower(), 1.0)
+    try:
+        return float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number like 2500000, 2.5e6 or 2.5M"
+        ) from None
+
+
+def _print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Rows as an aligned text table; ``columns`` are (key, header, format)."""
+    cells = [[("-" if r.get(k) is None else format(r[k], f)) for k, _, f in columns] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h, _) in enumerate(columns)]
+    print(
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, ((_, h, _), w) in enumerate(zip(columns, widths, strict=True))
+        )
+    )
+    for c in cells:
+        print(
+            "  ".join(
+                v.rjust(w) if i else v.ljust(w)
+                for i, (v, w) in enumerate(zip(c, widths, strict=True))
+            )
+        )
+
+
+PICK_COLUMNS = [
+    ("label", "pick", ""),
+    ("predicted_accuracy", "pred acc %", ".2f"),
+    ("holdout_accuracy", "holdout %", ".2f"),
+    ("latency_ms", "pred ms", ".3f"),
+    ("measured_latency_ms", "measured ms", ".3f"),
+    ("macs", "MACs", ","),
+    ("params", "params", ","),
+    ("arch", "arch", ""),
+]
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    """Specialize a run for budgets: build what is missing, search, measure, print."""
+    import json
+
+    from onceforall.run import Run
+    from onceforall.specialize import Specializer
+
+    run = Run.open(args.run_dir)
+    spec = Specializer(
+        run,
+        args.backend,
+        threads=args.threads,
+        accuracy_samples=args.samples,
+        progress=not args.json,
+    )
+    constraints = spec.constraints(latency_ms=args.latency_ms, macs=args.macs, params=args.params)
+    if args.pareto:
+        front = spec.pareto(constraints, objective=args.objective, seed=args.seed)
+        chosen = front.spread(args.points)
+        labels = [f"front {i + 1}/{len(chosen)}" for i in range(len(chosen))]
+    else:
+        chosen = spec.search(constraints, top_k=args.top, seed=args.seed)
+        labels = [f"top {i + 1}" for i in range(len(chosen))]
+    picks = spec.measure([c.arch for c in chosen], labels, latency=not args.no_measure)
+    rows = [p.to_dict() for p in picks]
+    if args.pareto:
+        from onceforall.report import plot_pareto
+
+        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{args.backend}.png")
+        plot_pareto(front, picks, plot, objective=args.objective)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    budget = ", ".join(str(c) for c in constraints) or "none"
+    print(f"run {run.path} | backend {args.backend} | budget: {budget}")
+    _print_table(rows, PICK_COLUMNS)
+    if args.pareto:
+        print(
+            f"Pareto front: {len(front.front)} archs ({front.num_evaluated} evaluated in "
+            f"{front.seconds:.2f} s); plot: {plot}"
+        )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write one subnet of a run as a deployable file plus card.json."""
+    from onceforall.export import export_subnet
+    from onceforall.run import Run
+
+    run = Run.open(args.run_dir)
+    weights = None
+    if args.finetuned:
+        from onceforall.training.finetune import finetuned_path
+
+        weights = finetuned_path(run, run.parse(args.arch))
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"no fine-tuned copy of this arch in {run.path}; run `onceforall finetune "
+                f"{run.path} --arch {args.arch}` first, or export without --finetuned"
+            )
+    card = export_subnet(
+        run,
+        args.arch,
+        args.format,
+        args.out,
+        backend=args.backend,
+        weights=weights,
+        force=args.force,
+        measure=not args.no_measure,
+    )
+    lat = "-" if card["latency_ms"] is None else f"{card['latency_ms']:.3f} ms ({card['backend']})"
+    print(
+        f"exported {Path(args.out) / card['file']} and {Path(args.out) / 'card.json'}: "
+        f"test {card['test_accuracy']:.2f}%, holdout {card['holdout_accuracy']:.2f}%, "
+        f"{card['macs']:,} MACs, {card['params']:,} params, latency {lat}"
+    )
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune one subnet with the full network as teacher."""
+    from onceforall.run import Run
+    from onceforall.training.finetune import finetune
+
+    run = Run.open(args.run_dir)
+    rec = finetune(
+        run,
+        args.arch,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    print(
+        f"fine-tuned in {rec['seconds']:.0f} s: holdout {rec['holdout_before']:.2f}% -> "
+        f"{rec['holdout_after']:.2f}%; weights {rec['path']} "
+        f"(export with --finetuned)"
+    )
+    return 0
+
+
+def _cmd_latency(args: argparse.Namespace) -> int:
+    """Build this machine's latency table for a run, or validate it end to end."""
+    from onceforall.predictors.latency import validate_latency
+    from onceforall.run import Run
+    from onceforall.specialize import Specializer, latency_table_path
+
+    run = Run.open(args.run_dir)
+    spec = Specializer(run, args.backend, threads=args.threads)
+    path = latency_table_path(run, args.backend, spec.threads)
+    if args.action == "build" and path.is_file():
+        if not args.force:
+            raise FileExistsError(f"{path} exists; pass --force to measure it again")
+        path.unlink()
+    table = spec.latency_table
+    print(f"{table!r}: {path}")
+    if args.action == "validate":
+        v = validate_latency(run.net, table, args.n, args.seed, progress=True)
+        rows = [{"arch": str(a), "predicted": p, "measured": m} for a, p, m in v.rows]
+        _print_table(
+            rows,
+            [
+                ("predicted", "pred ms", ".3f"),
+                ("measured", "measured ms", ".3f"),
+                ("arch", "arch", ""),
+            ],
+        )
+        print(
+            f"{args.n} random subnets, {args.backend}: MAPE {v.mape:.2f}%, "
+            f"Spearman {v.spearman:.3f}"
+        )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from onceforall import list_supernets
 
@@ -68,6 +246,66 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("overrides", nargs="*", metavar="key=value")
     tr.set_defaults(func=_cmd_train)
+
+    backends = ("onnxruntime", "torch-cpu", "torch-cuda")
+    se = sub.add_parser(
+        "search",
+        help="specialize a trained run for budgets (latency, MACs, params) or a Pareto front",
+        description="Builds what is missing (accuracy dataset and predictor, this machine's "
+        "latency table for --backend), searches, then measures the chosen subnets.",
+    )
+    se.add_argument("run_dir", help="a finished run directory (onceforall train --out)")
+    se.add_argument("--latency-ms", type=float, help="latency budget on --backend, in ms")
+    se.add_argument("--backend", default="onnxruntime", choices=backends)
+    se.add_argument("--macs", type=_quantity, help="MACs budget, e.g. 5e6 or 5M")
+    se.add_argument("--params", type=_quantity, help="parameter budget, e.g. 500K")
+    se.add_argument("--pareto", action="store_true", help="NSGA-II front instead of one budget")
+    se.add_argument(
+        "--objective",
+        default="latency_ms",
+        choices=("latency_ms", "macs"),
+        help="the front's cost axis (with --pareto)",
+    )
+    se.add_argument("--points", type=int, default=8, help="front archs to measure (--pareto)")
+    se.add_argument("--plot", help="PNG of the front (default RUN_DIR/pareto-*.png)")
+    se.add_argument("--top", type=int, default=3, help="distinct archs to report")
+    se.add_argument("--samples", type=int, default=500, help="subnets for the accuracy dataset")
+    se.add_argument("--threads", type=int, help="latency threads (default: torch's)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
+    se.add_argument("--json", action="store_true", help="print results as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    ex = sub.add_parser("export", help="write one subnet as ONNX/TorchScript/safetensors + card")
+    ex.add_argument("run_dir")
+    ex.add_argument("--arch", required=True, help="arch string (from onceforall search)")
+    ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--backend", choices=backends, help="latency backend for the card")
+    ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")
+    ex.add_argument("--no-measure", action="store_true", help="do not time the model")
+    ex.add_argument("--force", action="store_true", help="overwrite an existing export")
+    ex.set_defaults(func=_cmd_export)
+
+    ft = sub.add_parser("finetune", help="fine-tune one subnet with the full network as teacher")
+    ft.add_argument("run_dir")
+    ft.add_argument("--arch", required=True)
+    ft.add_argument("--epochs", type=float, default=1.0)
+    ft.add_argument("--lr", type=float, default=0.01)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--force", action="store_true", help="redo an existing fine-tune")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.set_defaults(func=_cmd_finetune)
+
+    la = sub.add_parser("latency", help="this machine's latency table: build or validate")
+    la.add_argument("action", choices=("build", "validate"))
+    la.add_argument("run_dir")
+    la.add_argument("--backend", default="onnxruntime", choices=backends)
+    la.add_argument("--threads", type=int)
+    la.add_argument("--n", type=int, default=30, help="random subnets to validate on")
+    la.add_argument("--seed", type=int, default=1)
+    la.add_argument("--force", action="store_true", help="measure an existing table again")
+    la.set_defaults(func=_cmd_latency)
     return parser
 
 

@@ -1,14 +1,36 @@
-"""Writing extracted subnets to deployable formats: ONNX, TorchScript, safetensors."""
+"""Writing extracted subnets to deployable formats (ONNX, TorchScript, safetensors) with a model
+card: everything a deployment needs to feed the model and to know what it costs and how good it is.
+"""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-__all__ = ["export_onnx", "export_torchscript"]
+if TYPE_CHECKING:
+    from onceforall.run import Run
+
+__all__ = [
+    "CARD_FILE",
+    "FORMATS",
+    "export_onnx",
+    "export_subnet",
+    "export_torchscript",
+    "load_exported",
+]
+
+CARD_FILE = "card.json"
+# format -> (file name, the backend its latency is measured with by default)
+FORMATS = {
+    "onnx": ("model.onnx", "onnxruntime"),
+    "torchscript": ("model.pt", "torch-cpu"),
+    "safetensors": ("model.safetensors", "torch-cpu"),
+}
 
 
 def export_onnx(
@@ -46,3 +68,112 @@ def export_torchscript(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     torch.jit.script(model.eval()).save(str(path))
     return path
+
+
+def export_subnet(
+    run: Run,
+    arch: Any,
+    fmt: str,
+    out_dir: str | Path,
+    *,
+    backend: str | None = None,
+    weights: Path | None = None,
+    force: bool = False,
+    measure: bool = True,
+) -> dict[str, Any]:
+    """Write the BN-recalibrated subnet at ``arch`` of a run as ``fmt`` plus ``card.json``.
+
+    Args:
+        run: the trained run (:class:`~onceforall.run.Run`).
+        arch: an :class:`~onceforall.arch.ArchConfig` or its string, in the run's space.
+        fmt: ``onnx``, ``torchscript`` or ``safetensors``.
+        out_dir: created if missing; must not hold an export already unless ``force``.
+        backend: latency backend for the card (default: onnxruntime for ONNX, else torch-cpu).
+        weights: a fine-tuned subnet's weights (``onceforall finetune``) instead of the supernet's.
+        force: overwrite an existing export in ``out_dir``.
+        measure: time the exported model for ``latency_ms`` (else ``null``).
+
+    Returns:
+        The card (also written to ``out_dir/card.json``): arch, resolution, in_channels,
+        num_classes, class_names, mean, std, test and holdout accuracy, macs, params, latency_ms
+        with its backend, format, file, and the supernet config needed to rebuild the module.
+
+    Raises:
+        ValueError: unknown format or an arch outside the run's space.
+        FileExistsError: ``out_dir`` holds an export and ``force`` is not set.
+    """
+    from onceforall.predictors.latency import measure_latency
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} unknown; choose from {', '.join(FORMATS)}")
+    arch = run.parse(arch)
+    out = Path(out_dir)
+    file_name, default_backend = FORMATS[fmt]
+    if (out / CARD_FILE).exists() and not force:
+        raise FileExistsError(f"{out} already holds an export; pass --force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    model = run.subnet(arch, weights=weights).cpu()
+    data = run.data
+    shape = (1, data.in_channels, arch.resolution, arch.resolution)
+    path = out / file_name
+    if fmt == "onnx":
+        export_onnx(model, path, in_channels=data.in_channels, resolution=arch.resolution)
+    elif fmt == "torchscript":
+        export_torchscript(model, path)
+    else:
+        from onceforall.training.checkpoint import save_weights
+
+        save_weights(model, path, {"arch": str(arch)})
+    backend = backend or default_backend
+    latency = None
+    if measure:
+        target = path if fmt == "onnx" and backend == "onnxruntime" else model
+        latency = measure_latency(target, shape, backend)
+    card = {
+        "arch": str(arch),
+        "resolution": arch.resolution,
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        # The exact preprocessing: pixels scaled to [0, 1], resized (bilinear, antialiased) to
+        # resolution x resolution, then (x - mean) / std per channel; NCHW float32 input.
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "input_name": "input",
+        "output_name": "logits",
+        "test_accuracy": run.accuracy(model, arch, "test"),
+        "holdout_accuracy": run.accuracy(model, arch, "holdout"),
+        "macs": run.net.macs(arch),
+        "params": run.net.num_params(arch),
+        "latency_ms": latency,
+        "backend": backend,
+        "batch_size": 1,
+        "format": fmt,
+        "file": file_name,
+        "finetuned": weights is not None,
+        "supernet": run.net.config,
+        "run_dir": str(run.path.resolve()),
+    }
+    from onceforall.training.checkpoint import atomic_write
+
+    atomic_write(out / CARD_FILE, (json.dumps(card, indent=1) + "\n").encode())
+    return card
+
+
+def load_exported(out_dir: str | Path) -> nn.Module:
+    """Load a ``safetensors`` or ``torchscript`` export back as a torch module (eval mode).
+
+    ONNX exports need no onceforall at all: run them with onnxruntime.
+    """
+    out = Path(out_dir)
+    card = json.loads((out / CARD_FILE).read_text())
+    path = out / card["file"]
+    if card["format"] == "torchscript":
+        return torch.jit.load(str(path)).eval()
+    if card["format"] != "safetensors":
+        raise ValueError(f"{out} holds a {card['format']} export; run it with onnxruntime")
+    from onceforall.supernets import create_supernet
+    from onceforall.training.checkpoint import load_weights
+
+    net = create_supernet(**card["supernet"]).extract(card["arch"])
+    return load_weights(net, path).eval()

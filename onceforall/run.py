@@ -1,0 +1,117 @@
+"""A finished training run as one object: its config, supernet, data and BN-recalibrated subnets.
+
+``onceforall search``, ``export``, ``finetune`` and ``demo`` all start from a run directory; this
+is the one place that knows its layout and turns it into ready-to-use pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from onceforall.arch import ArchConfig
+from onceforall.config import TrainConfig, load_config
+from onceforall.data import DataBundle, load_data
+from onceforall.supernets import Supernet
+from onceforall.training.bn import accuracy, batches, recalibrate_bn
+from onceforall.training.checkpoint import (
+    CONFIG_FILE,
+    SUPERNET_FILE,
+    TEACHER_FILE,
+    load_supernet,
+    load_weights,
+)
+
+__all__ = ["Run"]
+
+
+@dataclass
+class Run:
+    """A finished run directory (``onceforall train ... --out DIR``).
+
+    Attributes:
+        path: the run directory.
+        config: its resolved training config.
+        device: where subnets are evaluated.
+    """
+
+    path: Path
+    config: TrainConfig
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def open(cls, path: str | Path, device: str | torch.device = "cpu") -> Run:
+        """Open a finished run.
+
+        Raises:
+            FileNotFoundError: no run there, or it is not finished (the message says what to do).
+        """
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path} is not a onceforall run directory (no {CONFIG_FILE}); train one with "
+                "`onceforall train CONFIG --out RUN_DIR`"
+            )
+        run = cls(path, load_config(path / CONFIG_FILE), torch.device(device))
+        run.net  # noqa: B018 - fail now, with load_supernet's message, if the run is unfinished
+        return run
+
+    @cached_property
+    def net(self) -> Supernet:
+        """The trained supernet (eval mode)."""
+        return load_supernet(self.path, device=self.device)
+
+    @cached_property
+    def data(self) -> DataBundle:
+        """The run's dataset, split exactly as in training (same holdout)."""
+        return load_data(self.config.data)
+
+    def parse(self, arch: ArchConfig | str) -> ArchConfig:
+        """An arch of this run's space, from an :class:`ArchConfig` or its string.
+
+        Raises:
+            ValueError: malformed, or outside the space (naming the field and the choices).
+        """
+        return self.net.space.validate(ArchConfig.parse(arch) if isinstance(arch, str) else arch)
+
+    def calibration_batches(self, num_images: int | None = None):
+        """The fixed holdout slice every subnet's batch norm is recalibrated on."""
+        n = self.config.bn_calibration_images if num_images is None else num_images
+        return batches(self.data.holdout, self.config.eval_batch_size, n)
+
+    def subnet(self, arch: ArchConfig | str, *, weights: Path | None = None) -> nn.Module:
+        """The standalone subnet at ``arch``, BN-recalibrated, in eval mode.
+
+        Args:
+            weights: a fine-tuned subnet's safetensors (``onceforall finetune``) to load instead
+                of the supernet's weights; those already carry their own statistics.
+        """
+        arch = self.parse(arch)
+        sub = self.net.extract(arch)
+        if weights is not None:
+            return load_weights(sub, weights).eval()
+        return recalibrate_bn(sub, arch, self.calibration_batches())
+
+    def teacher(self) -> nn.Module:
+        """The full network as trained in the first phase (the distillation teacher)."""
+        teacher = self.net.extract(self.net.space.largest())
+        if (self.path / TEACHER_FILE).is_file():
+            load_weights(teacher, self.path / TEACHER_FILE)
+        else:  # a run whose schedule never distilled: the trained supernet's largest subnet
+            recalibrate_bn(teacher, self.net.space.largest(), self.calibration_batches())
+        return teacher.eval()
+
+    def accuracy(self, model: nn.Module, arch: ArchConfig, split: str = "holdout") -> float:
+        """Top-1 accuracy (%) of a standalone subnet on ``holdout`` or ``test``."""
+        if split not in ("holdout", "test"):
+            raise ValueError(f"split={split!r}: choose holdout or test")
+        dataset = self.data.holdout if split == "holdout" else self.data.test
+        return accuracy(model, dataset, arch.resolution, batch_size=self.config.eval_batch_size)
+
+    @property
+    def supernet_file(self) -> Path:
+        return self.path / SUPERNET_FILE

@@ -1,0 +1,222 @@
+"""Specialize a trained run for a device: predictors, budgets, search, and measured picks.
+
+The flow of ``onceforall search`` and ``onceforall demo``: open a run, make sure its accuracy
+predictor and this machine's latency table for a backend exist (building what is missing), turn
+budgets into constraints (infeasible ones fail before anything slow runs), search, then measure
+what was chosen: holdout accuracy after BN recalibration and end-to-end latency of the extracted
+subnet on the same backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onceforall.arch import ArchConfig
+from onceforall.predictors.latency import (
+    BACKENDS,
+    LatencyTable,
+    build_latency_table,
+    measure_latency,
+)
+from onceforall.run import Run
+from onceforall.search import (
+    Candidate,
+    Constraint,
+    ParetoResult,
+    check_feasible,
+    evolutionary_search,
+    latency_cost,
+    macs_cost,
+    params_cost,
+    pareto_search,
+)
+
+__all__ = ["Pick", "Specializer", "latency_table_path"]
+
+
+def latency_table_path(run: Run, backend: str, threads: int, batch_size: int = 1) -> Path:
+    """Where a run keeps this machine's latency table for ``backend``: one file per backend,
+    thread count, batch size and CPU model, so tables of different devices never mix."""
+    from onceforall.predictors.latency import _cpu_name
+
+    device = torch.cuda.get_device_name() if backend == "torch-cuda" else _cpu_name()
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"
+    return run.path / "latency" / f"{backend}-t{threads}-b{batch_size}-{slug}.json"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A chosen subnet with predicted and measured figures (``None`` where not measured)."""
+
+    label: str
+    arch: str
+    predicted_accuracy: float
+    holdout_accuracy: float | None
+    latency_ms: float  # predicted by the latency table
+    measured_latency_ms: float | None
+    macs: int
+    params: int
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Specializer:
+    """Predictors, constraints, search and measurement for one run and one latency backend.
+
+    Args:
+        run: the trained run.
+        backend: latency backend (``onnxruntime``, ``torch-cpu``, ``torch-cuda``).
+        threads: intra-op threads for latency (default ``torch.get_num_threads()``).
+        accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
+        progress: progress bars while building.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        backend: str = "onnxruntime",
+        *,
+        threads: int | None = None,
+        accuracy_samples: int = 500,
+        progress: bool = True,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
+        self.run = run
+        self.backend = backend
+        self.threads = threads or torch.get_num_threads()
+        self.accuracy_samples = accuracy_samples
+        self.progress = progress
+
+    # ---------------------------------------------------------------- what search needs
+    @cached_property
+    def latency_table(self) -> LatencyTable:
+        """This machine's table for the backend: loaded from the run, or measured and saved."""
+        path = latency_table_path(self.run, self.backend, self.threads)
+        if path.is_file():
+            return LatencyTable.load(path, self.run.net)
+        if self.progress:
+            print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
+        table = build_latency_table(
+            self.run.net, self.backend, threads=self.threads, progress=self.progress
+        )
+        path.parent.mkdir(exist_ok=True)
+        table.save(path)
+        return table
+
+    @cached_property
+    def predictor(self) -> Any:
+        """The run's accuracy predictor (``predict(archs) -> %``), built if missing."""
+        from onceforall.predictors.accuracy import ensure_predictor
+
+        return ensure_predictor(
+            self.run.path,
+            self.run.net,
+            self.run.data,
+            n=self.accuracy_samples,
+            calibration_images=self.run.config.bn_calibration_images,
+            batch_size=self.run.config.eval_batch_size,
+            progress=self.progress,
+        )
+
+    def constraints(
+        self,
+        *,
+        latency_ms: float | None = None,
+        macs: float | None = None,
+        params: float | None = None,
+    ) -> list[Constraint]:
+        """Budgets as constraints, checked for feasibility at once (exact costs first, so an
+        impossible MACs/params budget fails before the latency table is even needed).
+
+        Raises:
+            InfeasibleConstraint: naming the budget and the smallest achievable value.
+        """
+        net = self.run.net
+        exact = []
+        if macs is not None:
+            exact.append(macs_cost(net).at_most(macs))
+        if params is not None:
+            exact.append(params_cost(net).at_most(params))
+        check_feasible(net.space, exact)
+        if latency_ms is None:
+            return exact
+        latency = [latency_cost(self.latency_table).at_most(latency_ms)]
+        check_feasible(net.space, exact + latency)
+        return exact + latency
+
+    # ---------------------------------------------------------------- search
+    def search(
+        self, constraints: list[Constraint], *, top_k: int = 1, seed: int = 0
+    ) -> list[Candidate]:
+        """The ``top_k`` distinct archs of highest predicted accuracy meeting every budget."""
+        result = evolutionary_search(
+            self.run.net.space, self.predictor.predict, constraints, top_k=top_k, seed=seed
+        )
+        return list(result.top)
+
+    def pareto(
+        self, constraints: list[Constraint] = (), *, objective: str = "latency_ms", seed: int = 0
+    ) -> ParetoResult:
+        """The predicted accuracy vs ``latency_ms`` (this backend) or ``macs`` Pareto front."""
+        if objective not in ("latency_ms", "macs"):
+            raise ValueError(f"objective={objective!r}: choose latency_ms or macs")
+        cost = (
+            latency_cost(self.latency_table)
+            if objective == "latency_ms"
+            else macs_cost(self.run.net)
+        )
+        return pareto_search(
+            self.run.net.space, self.predictor.predict, cost, list(constraints), seed=seed
+        )
+
+    # ---------------------------------------------------------------- measurement
+    def measure(
+        self,
+        archs: list[ArchConfig],
+        labels: list[str] | None = None,
+        *,
+        accuracy: bool = True,
+        latency: bool = True,
+    ) -> list[Pick]:
+        """Predicted and measured figures of ``archs``: holdout accuracy of the BN-recalibrated
+        extracted subnet and its end-to-end latency on this backend (same threads as the table)."""
+        net = self.run.net
+        labels = labels or [str(i) for i in range(len(archs))]
+        predicted_acc = self.predictor.predict(archs)
+        predicted_ms = self.latency_table.predict_many(archs)
+        picks = []
+        for label, arch, acc, ms in zip(labels, archs, predicted_acc, predicted_ms, strict=True):
+            sub = self.run.subnet(arch) if accuracy or latency else None
+            holdout = self.run.accuracy(sub, arch) if accuracy else None
+            measured = None
+            if latency:
+                shape = (
+                    self.latency_table.batch_size,
+                    net.in_channels,
+                    arch.resolution,
+                    arch.resolution,
+                )
+                measured = measure_latency(sub.cpu(), shape, self.backend, threads=self.threads)
+            picks.append(
+                Pick(
+                    label,
+                    str(arch),
+                    float(acc),
+                    holdout,
+                    float(ms),
+                    measured,
+                    net.macs(arch),
+                    net.num_params(arch),
+                    self.backend,
+                )
+            )
+        return picks
