@@ -217,6 +217,19 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Train once, specialize for three latency budgets, export, evaluate, report."""
+    from onceforall.demo import run_demo
+    from onceforall.report import DEMO_COLUMNS
+
+    summary = run_demo(args.out, args.preset, backend=args.backend, progress=not args.no_progress)
+    print()
+    _print_table(summary["picks"], [c for c in DEMO_COLUMNS if c[0] != "file"])
+    out = Path(args.out)
+    print(f"models: {out / 'models'}  report: {out / 'report.html'}  summary: {out / 'summary.md'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from onceforall import list_supernets
 
@@ -306,6 +319,16 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--seed", type=int, default=1)
     la.add_argument("--force", action="store_true", help="measure an existing table again")
     la.set_defaults(func=_cmd_latency)
+
+    de = sub.add_parser(
+        "demo",
+        help="train once on Fashion-MNIST, deploy three specialized ONNX models, write a report",
+    )
+    de.add_argument("--out", default="runs/demo", help="demo directory (reused when re-run)")
+    de.add_argument("--preset", default="quick", choices=("quick", "smoke"))
+    de.add_argument("--backend", default="onnxruntime", choices=backends)
+    de.add_argument("--no-progress", action="store_true")
+    de.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "plot_pareto", "plot_training", "read_metrics"]
+__all__ = ["markdown_table", "plot_pareto", "plot_training", "read_metrics", "write_report"]
 
 
 def _pyplot():
@@ -158,3 +158,87 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
         for r in rows
     ]
     return "\n".join([head, rule, *body])
+
+
+DEMO_COLUMNS = [
+    ("label", "budget", ""),
+    ("budget_ms", "budget ms", ".3f"),
+    ("arch", "arch", ""),
+    ("macs", "MACs", ","),
+    ("params", "params", ","),
+    ("latency_ms", "pred ms", ".3f"),
+    ("measured_latency_ms", "measured ms", ".3f"),
+    ("predicted_accuracy", "pred acc %", ".2f"),
+    ("holdout_accuracy", "holdout %", ".2f"),
+    ("test_accuracy", "test % (onnxruntime)", ".2f"),
+    ("file", "file", ""),
+]
+
+
+def _img(path: Path) -> str:
+    import base64
+
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+
+
+def write_report(out: str | Path, summary: dict[str, Any]) -> Path:
+    """``out/summary.md`` (the table in Markdown) and ``out/report.html``: one self-contained page
+    (plots embedded) with the picks, the Pareto plot, the training curves, stage timings and the
+    commands that reproduce each step."""
+    from html import escape
+
+    out = Path(out)
+    rows = summary["picks"]
+    md = markdown_table(rows, DEMO_COLUMNS)
+    (out / "summary.md").write_text(md + "\n")
+    head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in DEMO_COLUMNS)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{escape('-' if r.get(k) is None else format(r[k], f))}</td>"
+            for k, _, f in DEMO_COLUMNS
+        )
+        + "</tr>"
+        for r in rows
+    )
+    timings = "".join(
+        f"<tr><td>{escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in summary["timings_s"].items()
+    )
+    commands = "\n".join(escape(c) for c in summary["commands"])
+    lo, hi = summary["latency_range_ms"]
+    html = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>onceforall demo report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:nth-child(3), td:last-child {{ text-align: left; font-family: monospace; font-size: 0.9em;
+  max-width: 28em; overflow-wrap: anywhere; }}
+th {{ background: #f0f3f7; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
+</style></head><body>
+<h1>Train once, deploy everywhere</h1>
+<p>One supernet trained with progressive shrinking (preset <b>{escape(summary["preset"])}</b>),
+specialized for three latency budgets on this machine's <b>{escape(summary["backend"])}</b>
+(predicted latency range of the space: {lo:.3f} to {hi:.3f} ms per image). Each model was
+exported to ONNX and its test accuracy measured through onnxruntime alone.</p>
+<h2 id="picks">Specialized models</h2>
+<table id="picks-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2 id="pareto">Pareto front: accuracy vs latency</h2>
+<p>Predicted front from NSGA-II over the accuracy predictor and the latency table; squares are
+subnets of the front measured (holdout accuracy after BN recalibration, end-to-end latency);
+stars are the three budget picks.</p>
+{_img(out / "pareto.png")}
+<h2 id="training">Training</h2>
+{_img(out / "training.png")}
+<h2 id="timings">Time per stage (s)</h2>
+<table><tbody>{timings}</tbody></table>
+<h2 id="reproduce">Reproduce each step</h2>
+<pre>{commands}</pre>
+</body></html>
+"""
+    path = out / "report.html"
+    path.write_text(html)
+    return path

@@ -77,6 +77,7 @@ class Specializer:
         threads: intra-op threads for latency (default ``torch.get_num_threads()``).
         accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
         progress: progress bars while building.
+        latency_warmup, latency_repeats: per layer when the latency table is built.
     """
 
     def __init__(
@@ -87,6 +88,8 @@ class Specializer:
         threads: int | None = None,
         accuracy_samples: int = 500,
         progress: bool = True,
+        latency_warmup: int = 10,
+        latency_repeats: int = 50,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
@@ -95,6 +98,7 @@ class Specializer:
         self.threads = threads or torch.get_num_threads()
         self.accuracy_samples = accuracy_samples
         self.progress = progress
+        self.latency_warmup, self.latency_repeats = latency_warmup, latency_repeats
 
     # ---------------------------------------------------------------- what search needs
     @cached_property
@@ -106,7 +110,12 @@ class Specializer:
         if self.progress:
             print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
         table = build_latency_table(
-            self.run.net, self.backend, threads=self.threads, progress=self.progress
+            self.run.net,
+            self.backend,
+            threads=self.threads,
+            warmup=self.latency_warmup,
+            repeats=self.latency_repeats,
+            progress=self.progress,
         )
         path.parent.mkdir(exist_ok=True)
         table.save(path)

@@ -1,0 +1,201 @@
+"""``onceforall demo``: train once on Fashion-MNIST, deploy three specialized models, report.
+
+The whole promise in one command, on a 2-core CPU with no GPU and no internet: progressive
+shrinking trains one supernet, an accuracy predictor and this machine's ONNX Runtime latency table
+are built, the Pareto front is searched, three latency budgets (tight, middle, loose, chosen from
+the measured range) each get the most accurate subnet that fits, and those are exported to ONNX
+with model cards and evaluated on the test set through onnxruntime alone. Re-running is cheap: a
+finished run is reused, an interrupted one resumed, and every built artifact is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onceforall.config import load_config
+from onceforall.data import resize_batch
+from onceforall.export import export_subnet
+from onceforall.run import Run
+from onceforall.specialize import Specializer
+from onceforall.training import train
+from onceforall.training.bn import batches
+from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write
+
+__all__ = ["PRESETS", "DemoSettings", "run_demo"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What a demo preset trains and how much it measures."""
+
+    config: str  # preset file in configs/
+    accuracy_samples: int  # subnets evaluated for the accuracy predictor
+    latency_warmup: int
+    latency_repeats: int
+    front_points: int  # archs of the front measured for the plot
+
+
+PRESETS = {
+    "quick": DemoSettings("fashion_mnist_quick.yaml", 400, 10, 50, 8),
+    "smoke": DemoSettings("smoke.yaml", 60, 3, 10, 5),
+}
+BUDGETS = (("tight", 0.15), ("middle", 0.5), ("loose", 0.85))  # fractions of the latency range
+
+
+def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
+    """Top-1 (%) of an exported model on the test split, run by onnxruntime alone: the images go
+    through the card's preprocessing (resize to the resolution; normalized by the dataset)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    correct = total = 0
+    for x, y in batches(run.data.test, 500):
+        x = resize_batch(x, resolution).numpy().astype(np.float32)
+        (logits,) = session.run(None, {"input": x})
+        correct += int((logits.argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return 100.0 * correct / total
+
+
+def _train_or_reuse(out: Path, config_path: Path, progress: bool) -> tuple[Run, str]:
+    run_dir = out / "run"
+    config = load_config(config_path)
+    if (run_dir / SUPERNET_FILE).is_file():
+        return Run.open(run_dir), f"reused the finished run in {run_dir} (training skipped)"
+    resume = (run_dir / STATE_FILE).is_file()
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise FileExistsError(
+            f"{run_dir} exists but holds no onceforall checkpoint; choose another --out"
+        )
+    print(f"{'resuming' if resume else 'training'} the supernet: {config_path} -> {run_dir}")
+    train(config, run_dir, resume=resume, progress=progress)
+    return Run.open(run_dir), f"{'resumed' if resume else 'trained'} {run_dir}"
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    preset: str = "quick",
+    *,
+    backend: str = "onnxruntime",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the summary (also ``out/results.json``).
+
+    Writes ``out/run/`` (the trained supernet, predictor, latency table), ``out/models/<budget>/``
+    (``model.onnx`` + ``card.json``), ``out/pareto.png``, ``out/training.png``, ``out/summary.md``
+    and ``out/report.html``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} unknown; choose from {', '.join(PRESETS)}")
+    settings = PRESETS[preset]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = CONFIG_DIR / settings.config
+    timings: dict[str, float] = {}
+
+    t = time.monotonic()
+    run, how = _train_or_reuse(out, config_path, progress)
+    print(how)
+    timings["train"] = time.monotonic() - t
+
+    spec = Specializer(
+        run,
+        backend,
+        accuracy_samples=settings.accuracy_samples,
+        progress=progress,
+        latency_warmup=settings.latency_warmup,
+        latency_repeats=settings.latency_repeats,
+    )
+    t = time.monotonic()
+    spec.predictor  # noqa: B018 - build (or load) now, to time it
+    timings["accuracy_predictor"] = time.monotonic() - t
+    t = time.monotonic()
+    table = spec.latency_table
+    timings["latency_table"] = time.monotonic() - t
+
+    # ---- the front, and three budgets across the range the table predicts
+    t = time.monotonic()
+    front = spec.pareto(seed=0)
+    lo = float(table.predict(run.net.space.smallest()))
+    hi = float(table.predict(run.net.space.largest()))
+    chosen = []
+    for label, frac in BUDGETS:
+        budget = lo + frac * (hi - lo)
+        best = spec.search(spec.constraints(latency_ms=budget), top_k=1, seed=0)[0]
+        chosen.append((label, budget, best))
+    timings["search"] = time.monotonic() - t
+
+    t = time.monotonic()
+    front_picks = spec.measure(
+        [c.arch for c in front.spread(settings.front_points)],
+        [f"front {i + 1}" for i in range(settings.front_points)],
+    )
+    picks = spec.measure([c.arch for _, _, c in chosen], [label for label, _, _ in chosen])
+    timings["measure"] = time.monotonic() - t
+
+    # ---- export each pick to ONNX with its card, evaluate through onnxruntime alone
+    t = time.monotonic()
+    rows = []
+    for (label, budget, _), pick in zip(chosen, picks, strict=True):
+        model_dir = out / "models" / label
+        card = export_subnet(run, pick.arch, "onnx", model_dir, backend=backend, force=True)
+        ort_acc = _ort_test_accuracy(model_dir / card["file"], run, card["resolution"])
+        rows.append(
+            {
+                **pick.to_dict(),
+                "budget_ms": budget,
+                "test_accuracy": ort_acc,
+                "torch_test_accuracy": card["test_accuracy"],
+                "card_latency_ms": card["latency_ms"],
+                "file": str(model_dir / card["file"]),
+            }
+        )
+    timings["export_and_test"] = time.monotonic() - t
+
+    from onceforall.report import plot_pareto, plot_training, write_report
+
+    plot_pareto(front, front_picks, out / "pareto.png", objective="latency_ms", highlight=picks)
+    plot_training(run.path, out / "training.png")
+    summary = {
+        "preset": preset,
+        "backend": backend,
+        "run_dir": str(run.path),
+        "latency_range_ms": [lo, hi],
+        "picks": rows,
+        "front": [c.to_dict() for c in front.front],
+        "front_measured": [p.to_dict() for p in front_picks],
+        "timings_s": timings,
+        "commands": _commands(out, run, config_path, backend, rows),
+    }
+    atomic_write(out / "results.json", (json.dumps(summary, indent=1) + "\n").encode())
+    write_report(out, summary)
+    return summary
+
+
+def _commands(out: Path, run: Run, config: Path, backend: str, rows: list[dict]) -> list[str]:
+    q = shlex.quote
+    cmds = [
+        f"onceforall train {q(str(config))} --out {q(str(run.path))}",
+        f"onceforall latency build {q(str(run.path))} --backend {backend}",
+        f"onceforall search {q(str(run.path))} --pareto --backend {backend}",
+    ]
+    for r in rows:
+        cmds.append(
+            f"onceforall search {q(str(run.path))} --backend {backend} "
+            f"--latency-ms {r['budget_ms']:.4f} --top 1"
+        )
+        model_dir = Path(r["file"]).parent
+        cmds.append(
+            f"onceforall export {q(str(run.path))} --arch {q(r['arch'])} --format onnx "
+            f"--out {q(str(model_dir))} --backend {backend}"
+        )
+    return cmds
