@@ -135,9 +135,9 @@ def run_demo(
     timings["search"] = time.monotonic() - t
 
     t = time.monotonic()
+    spread = front.spread(settings.front_points)  # fewer when the front is shorter
     front_picks = spec.measure(
-        [c.arch for c in front.spread(settings.front_points)],
-        [f"front {i + 1}" for i in range(settings.front_points)],
+        [c.arch for c in spread], [f"front {i + 1}" for i in range(len(spread))]
     )
     picks = spec.measure([c.arch for _, _, c in chosen], [label for label, _, _ in chosen])
     timings["measure"] = time.monotonic() - t
