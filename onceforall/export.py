@@ -102,7 +102,7 @@ def export_subnet(
         ValueError: unknown format or an arch outside the run's space.
         FileExistsError: ``out_dir`` holds an export and ``force`` is not set.
     """
-    from onceforall.predictors.latency import measure_latency
+    from onceforall.predictors import measure_latency
 
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} unknown; choose from {', '.join(FORMATS)}")

@@ -126,7 +126,7 @@ def finetune(
             optimizer.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         epoch += 1
     bar.close()
     # Running statistics drifted with the weights: recompute them exactly on the holdout slice.

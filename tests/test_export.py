@@ -1,0 +1,173 @@
+"""Export with model cards, fine-tuning, and the export/finetune CLI, on the tiny trained run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import onceforall as ofa
+from onceforall.cli import main as cli_main
+from onceforall.export import export_subnet, load_exported
+from onceforall.run import Run
+from onceforall.training.finetune import finetune, finetuned_path
+
+CARD_KEYS = {
+    "arch",
+    "resolution",
+    "in_channels",
+    "num_classes",
+    "class_names",
+    "mean",
+    "std",
+    "test_accuracy",
+    "holdout_accuracy",
+    "macs",
+    "params",
+    "latency_ms",
+    "backend",
+    "format",
+    "file",
+}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run) -> Run:
+    return Run.open(tiny_run)
+
+
+def _arch(run: Run) -> ofa.ArchConfig:
+    return run.net.space.sample(3)
+
+
+def _images(run: Run, arch: ofa.ArchConfig, n: int = 8) -> torch.Tensor:
+    from onceforall.data import resize_batch
+    from onceforall.training.bn import batches
+
+    x, _ = next(iter(batches(run.data.test, n)))
+    return resize_batch(x, arch.resolution)
+
+
+def test_onnx_export_runs_in_onnxruntime_alone_and_matches_torch(run, tmp_path):
+    arch = _arch(run)
+    card = export_subnet(run, arch, "onnx", tmp_path / "m", measure=True)
+    assert set(card) >= CARD_KEYS
+    assert json.loads((tmp_path / "m" / "card.json").read_text()) == card
+    assert card["arch"] == str(arch) and card["file"] == "model.onnx"
+    assert card["backend"] == "onnxruntime" and card["latency_ms"] > 0
+    assert card["macs"] == run.net.macs(arch) and card["params"] == run.net.num_params(arch)
+    assert card["class_names"] == list(run.data.class_names)
+    assert 0 <= card["test_accuracy"] <= 100 and 0 <= card["holdout_accuracy"] <= 100
+    x = _images(run, arch)
+    expected = run.subnet(arch)(x).detach().numpy()
+    np.save(tmp_path / "x.npy", x.numpy())
+    # A fresh interpreter that imports only onnxruntime and numpy: no onceforall, no torch.
+    script = textwrap.dedent(f"""
+        import json, sys, numpy as np, onnxruntime as ort
+        card = json.load(open({str(tmp_path / "m" / "card.json")!r}))
+        s = ort.InferenceSession({str(tmp_path / "m")!r} + "/" + card["file"])
+        out = s.run(None, {{card["input_name"]: np.load({str(tmp_path / "x.npy")!r})}})[0]
+        np.save({str(tmp_path / "y.npy")!r}, out)
+        assert not any(m.startswith(("onceforall", "torch")) for m in sys.modules), "imported"
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "safetensors"])
+def test_torchscript_and_safetensors_exports_match_torch(run, tmp_path, fmt):
+    arch = _arch(run)
+    card = export_subnet(run, arch, fmt, tmp_path / fmt, measure=False)
+    assert set(card) >= CARD_KEYS and card["latency_ms"] is None and card["format"] == fmt
+    model = load_exported(tmp_path / fmt)
+    x = _images(run, arch)
+    torch.testing.assert_close(model(x), run.subnet(arch)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_errors_name_the_problem(run, tmp_path, capsys):
+    arch = _arch(run)
+    export_subnet(run, arch, "safetensors", tmp_path / "a", measure=False)
+    with pytest.raises(FileExistsError, match="--force"):
+        export_subnet(run, arch, "safetensors", tmp_path / "a", measure=False)
+    export_subnet(run, arch, "safetensors", tmp_path / "a", measure=False, force=True)
+    with pytest.raises(ValueError, match="onnx, torchscript, safetensors"):
+        export_subnet(run, arch, "tflite", tmp_path / "b")
+    bad = str(arch).replace("k", "k9", 1)
+    code = cli_main(
+        ["export", str(run.path), "--arch", bad, "--format", "onnx", "--out", str(tmp_path / "c")]
+    )
+    assert code == 2 and "kernel" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    code = cli_main(
+        [
+            "export",
+            str(tmp_path),
+            "--arch",
+            str(arch),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "d"),
+        ]
+    )
+    assert code == 2 and "not a onceforall run directory" in capsys.readouterr().err
+
+
+def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run = Run.open(run_dir)
+    arch = run.net.space.smallest()
+    rec = finetune(run, arch, epochs=0.7, lr=0.01, progress=False)
+    path = finetuned_path(run, arch)
+    assert rec["path"] == str(path) and path.is_file()
+    assert json.loads(path.with_suffix(".json").read_text())["arch"] == str(arch)
+    assert {"holdout_before", "holdout_after"} <= set(rec)
+    with pytest.raises(FileExistsError, match="--force"):
+        finetune(run, arch, epochs=0.2, progress=False)
+    # The fine-tuned weights differ from the supernet's and are what --finetuned exports.
+    tuned = run.subnet(arch, weights=path)
+    plain = run.subnet(arch)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(tuned.state_dict().values(), plain.state_dict().values(), strict=True)
+    )
+    code = cli_main(
+        [
+            "export",
+            str(run_dir),
+            "--arch",
+            str(arch),
+            "--format",
+            "safetensors",
+            "--out",
+            str(tmp_path / "ft"),
+            "--finetuned",
+            "--no-measure",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    x = _images(run, arch)
+    torch.testing.assert_close(load_exported(tmp_path / "ft")(x), tuned(x))
+    other = run.net.space.largest()
+    code = cli_main(
+        [
+            "export",
+            str(run_dir),
+            "--arch",
+            str(other),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "x"),
+            "--finetuned",
+        ]
+    )
+    assert code == 2 and "onceforall finetune" in capsys.readouterr().err
