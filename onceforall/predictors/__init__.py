@@ -1,0 +1,36 @@
+"""Predictors of subnet cost: latency tables per backend."""
+
+from onceforall.predictors.accuracy import (
+    AccuracyPredictor,
+    ensure_predictor,
+    fit_accuracy_predictor,
+)
+from onceforall.predictors.accuracy_dataset import (
+    AccuracyDataset,
+    build_accuracy_dataset,
+    sample_archs,
+)
+from onceforall.predictors.latency import (
+    LatencyTable,
+    LatencyValidation,
+    build_latency_table,
+    validate_latency,
+)
+from onceforall.predictors.timing import BACKENDS, CLOCKS, measure_latency, onnx_session
+
+__all__ = [
+    "BACKENDS",
+    "CLOCKS",
+    "AccuracyDataset",
+    "AccuracyPredictor",
+    "LatencyTable",
+    "LatencyValidation",
+    "build_accuracy_dataset",
+    "build_latency_table",
+    "ensure_predictor",
+    "fit_accuracy_predictor",
+    "measure_latency",
+    "onnx_session",
+    "sample_archs",
+    "validate_latency",
+]

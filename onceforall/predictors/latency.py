@@ -1,0 +1,357 @@
+"""Latency tables: time every distinct layer of a space once, predict any subnet in microseconds.
+
+A subnet's latency is predicted as ``sum(table[layer] for layer in its layers) + overhead_ms``.
+The layers come from the family (:meth:`~onceforall.Supernet.layer_specs`); each distinct one is
+built standalone (:meth:`~onceforall.Supernet.build_layer`) and timed on the backend the table is
+for, less the cost of an empty call on the same input. ``overhead_ms`` is fitted to a few whole
+subnets timed end to end on the same backend with the same settings, in the same timing rounds.
+
+Backends (see :mod:`onceforall.predictors.timing`): ``torch-cpu`` (eager), ``torch-cuda`` (eager,
+timed with CUDA events) and ``onnxruntime`` (CPU execution provider, sessions made by
+:func:`~onceforall.predictors.timing.onnx_session`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from onceforall.arch import ArchConfig, as_generator
+from onceforall.predictors.timing import (
+    check_backend,
+    check_clock,
+    environment,
+    measure_many,
+    resolve_threads,
+)
+from onceforall.supernets import Supernet, create_supernet
+from onceforall.supernets.base import LayerSpec
+from onceforall.training.checkpoint import atomic_write
+
+__all__ = ["LatencyTable", "LatencyValidation", "build_latency_table", "validate_latency"]
+
+_FORMAT, _VERSION = "onceforall-latency-table", 1
+
+# Whether a layer is timed hot (right after an untimed call of itself) or cold (after all the other
+# layers ran), whichever predicts whole subnets better, measured on mbv3_small_images: in eager
+# torch a layer alone in a loop runs ~25% faster than inside a network (Spearman 0.977 cold vs 0.970
+# hot), while an onnxruntime session left cold by 250 others pays ~20 us more per call than its
+# node does inside one network's session (Spearman 0.996 hot vs 0.887 cold).
+_HOT_LAYERS = {"torch-cpu": False, "torch-cuda": False, "onnxruntime": True}
+
+
+class LatencyTable:
+    """Measured latency of every distinct layer of a supernet's space on one backend.
+
+    Args:
+        entries: milliseconds per :class:`~onceforall.supernets.base.LayerSpec`.
+        supernet_config: the supernet's ``config`` (rebuilds it when none is bound).
+        overhead_ms: the fitted constant in ``predicted = layer_sum + overhead_ms``.
+        metadata: how and where it was measured (backend, device, threads, versions, ...).
+        net: the supernet whose :meth:`~onceforall.Supernet.layer_specs` describe archs.
+    """
+
+    def __init__(
+        self,
+        entries: dict[LayerSpec, float],
+        *,
+        supernet_config: dict[str, Any],
+        overhead_ms: float = 0.0,
+        metadata: dict[str, Any] | None = None,
+        net: Supernet | None = None,
+    ) -> None:
+        self.entries = dict(entries)
+        self.supernet_config = dict(supernet_config)
+        self.overhead_ms = float(overhead_ms)
+        self.metadata = dict(metadata or {})
+        self._index = {spec: i for i, spec in enumerate(self.entries)}
+        self._ms = np.array(list(self.entries.values()), dtype=np.float64)
+        self._keys: dict[ArchConfig, tuple[int, ...]] = {}
+        self._net: Supernet | None = None
+        if net is not None:
+            self.bind(net)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyTable({self.supernet_config.get('name')}, backend={self.backend}, "
+            f"{len(self)} layers, overhead_ms={self.overhead_ms:.4f})"
+        )
+
+    @property
+    def backend(self) -> str:
+        return str(self.metadata.get("backend", "torch-cpu"))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.metadata.get("batch_size", 1))
+
+    @property
+    def net(self) -> Supernet:
+        """The supernet describing archs: the bound one, else rebuilt from ``supernet_config``."""
+        if self._net is None:
+            cfg = dict(self.supernet_config)
+            self.bind(create_supernet(cfg.pop("name"), **cfg))
+        return self._net  # type: ignore[return-value]
+
+    def bind(self, net: Supernet) -> LatencyTable:
+        """Use ``net``'s layers to describe archs; it must be of the family the table measured.
+
+        Raises:
+            ValueError: if some layer of ``net``'s space has no entry in the table.
+        """
+        missing = [s for s in net.latency_layer_specs() if s not in self._index]
+        if missing:
+            raise ValueError(
+                f"the latency table lacks {len(missing)} layer(s) of this supernet (e.g. "
+                f"{missing[0]}): it was measured for {self.supernet_config}, the supernet is "
+                f"{net.config}; build a table for this supernet with build_latency_table()"
+            )
+        self._net, self._keys = net, {}
+        return self
+
+    def _arch_keys(self, arch: ArchConfig | str) -> tuple[int, ...]:
+        if isinstance(arch, str):
+            arch = ArchConfig.parse(arch)
+        keys = self._keys.get(arch)
+        if keys is None:
+            if len(self._keys) > 200_000:  # bound memory in very long searches
+                self._keys.clear()
+            keys = self._keys[arch] = tuple(self._index[s] for s in self.net.layer_specs(arch))
+        return keys
+
+    def layer_sum(self, arch: ArchConfig | str) -> float:
+        """Sum of the table entries of ``arch``'s layers (ms), before the fitted correction."""
+        return float(self._ms[list(self._arch_keys(arch))].sum())
+
+    def predict_many(self, archs: Sequence[ArchConfig | str]) -> np.ndarray:
+        """Predicted latency of each arch in ms: shape ``(len(archs),)``, float64."""
+        keys = [self._arch_keys(a) for a in archs]
+        if not keys:
+            return np.zeros(0)
+        lengths = np.fromiter(map(len, keys), np.intp, len(keys))
+        flat = np.fromiter(itertools.chain.from_iterable(keys), np.intp, int(lengths.sum()))
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        return np.add.reduceat(self._ms[flat], starts) + self.overhead_ms
+
+    def predict(self, arch: ArchConfig | str) -> float:
+        """Predicted latency of one arch in ms (exactly ``predict_many([arch])[0]``)."""
+        return float(self.predict_many([arch])[0])
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "supernet": self.supernet_config,
+            "overhead_ms": self.overhead_ms,
+            "metadata": self.metadata,
+            "entries": [{"spec": s.to_dict(), "ms": ms} for s, ms in self.entries.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], net: Supernet | None = None) -> LatencyTable:
+        if data.get("format") != _FORMAT or data.get("version") != _VERSION:
+            raise ValueError(
+                f"not a latency table (format={data.get('format')!r}, version="
+                f"{data.get('version')!r}; expected {_FORMAT!r} version {_VERSION})"
+            )
+        entries = {LayerSpec.from_dict(e["spec"]): float(e["ms"]) for e in data["entries"]}
+        return cls(
+            entries,
+            supernet_config=data["supernet"],
+            overhead_ms=data["overhead_ms"],
+            metadata=data["metadata"],
+            net=net,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as JSON, atomically."""
+        return atomic_write(path, json.dumps(self.to_dict(), indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path, net: Supernet | None = None) -> LatencyTable:
+        """Read a table saved by :meth:`save`; ``net`` is bound if given (see :meth:`bind`)."""
+        return cls.from_dict(json.loads(Path(path).read_text()), net)
+
+
+def _fit_archs(net: Supernet, n: int, seed: int) -> list[ArchConfig]:
+    g = as_generator(seed)
+    archs = dict.fromkeys([net.space.largest(), net.space.smallest()][:n])
+    for _ in range(20 * n):  # bounded: a tiny space may have fewer than n archs
+        if len(archs) >= n:
+            break
+        archs[net.space.sample(g)] = None
+    return list(archs)
+
+
+def _subnets(net: Supernet, archs: Sequence[ArchConfig], batch_size: int) -> Iterator[tuple]:
+    for arch in archs:
+        shape = (batch_size, net.in_channels, arch.resolution, arch.resolution)
+        yield net.extract(arch), shape, True  # hot: as measure_latency times one model
+
+
+def build_latency_table(
+    net: Supernet,
+    backend: str = "torch-cpu",
+    *,
+    batch_size: int = 1,
+    threads: int | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    fit_subnets: int = 8,
+    seed: int = 0,
+    clock: str = "wall",
+    progress: bool = False,
+) -> LatencyTable:
+    """Time every distinct layer of ``net``'s space on this machine, then fit the correction.
+
+    Args:
+        net: the supernet; its :meth:`~onceforall.Supernet.latency_layer_specs` are timed.
+        backend: one of :data:`BACKENDS`.
+        batch_size: input batch (``(batch_size, C, R, R)`` images).
+        threads: intra-op threads; default ``torch.get_num_threads()``.
+        warmup, repeats: per layer and per fitting subnet (see ``timing.measure_latency``).
+        fit_subnets: whole subnets (largest, smallest, then random ones drawn with ``seed``)
+            timed end to end to fit ``overhead_ms``; 0 keeps the plain sum.
+        seed: for the fitting subnets (validate with another seed).
+        clock: ``"wall"``, or ``"cpu"`` (one thread only) to time on a shared machine; see
+            ``timing.check_clock``. The table predicts latency on this clock.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The table, bound to ``net``; its ``metadata`` records the environment and the fit.
+
+    Raises:
+        ValueError: for an unknown or unavailable backend or bad sizes.
+    """
+    check_backend(backend)
+    threads = resolve_threads(threads)
+    check_clock(clock, backend, threads)
+    if batch_size < 1 or fit_subnets < 0:
+        raise ValueError(f"batch_size={batch_size} must be >= 1, fit_subnets={fit_subnets} >= 0")
+    meta = environment(backend, threads, batch_size)
+    start = time.perf_counter()
+    specs = net.latency_layer_specs()
+    archs = _fit_archs(net, fit_subnets, seed)
+    shapes = [(batch_size, *s.input_shape[1:]) for s in specs]
+    inputs = list(dict.fromkeys(shapes))
+    with torch.random.fork_rng(devices=[]):  # layers get random weights; leave the global RNG be
+        torch.manual_seed(seed)
+        hot = _HOT_LAYERS[backend]
+        layers = ((net.build_layer(s), shape, hot) for s, shape in zip(specs, shapes, strict=True))
+        # An empty model per input shape measures the cost of a call itself, which a layer pays
+        # alone but not inside a network (for onnxruntime ~20 us per session.run, a third of a
+        # small net's layer sum). Fitting subnets are timed in the same rounds as the layers, so
+        # under the same load.
+        ms = measure_many(
+            itertools.chain(
+                layers,
+                ((nn.Identity(), x, hot) for x in inputs),
+                _subnets(net, archs, batch_size),
+            ),
+            backend,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            clock=clock,
+            progress=progress,
+        )
+    empty = dict(zip(inputs, ms[len(specs) : len(specs) + len(inputs)], strict=True))
+    entries = {
+        spec: ms[i] - empty[shape]
+        for i, (spec, shape) in enumerate(zip(specs, shapes, strict=True))
+    }
+    table = LatencyTable(entries, supernet_config=net.config, metadata=meta, net=net)
+    sums = np.array([table.layer_sum(a) for a in archs])
+    measured = np.array(ms[len(specs) + len(inputs) :])
+    # The fixed overhead is the median of (measured - layer sum), not a least-squares line
+    # a * sum + b: with the empty-call cost taken out of every entry the sum tracks whole subnets
+    # with a slope of ~1 (fitted: 1.006 for onnxruntime, 0.996 for torch eager), leaving only what
+    # a network pays once (one call, the glue between layers). And a fit on 8 subnets must shrug
+    # off one that a busy machine slowed: one such point sent a least-squares line to a=2.5, the
+    # median moved by microseconds.
+    table.overhead_ms = float(np.median(measured - sums)) if archs else 0.0
+    table.metadata.update(
+        clock=clock,
+        warmup=warmup,
+        repeats=repeats,
+        build_seconds=round(time.perf_counter() - start, 2),
+        empty_call_ms={"x".join(map(str, x)): empty[x] for x in inputs},
+        fit={
+            "archs": [str(a) for a in archs],
+            "layer_sum_ms": sums.tolist(),
+            "measured_ms": measured.tolist(),
+        },
+    )
+    return table
+
+
+@dataclass(frozen=True)
+class LatencyValidation:
+    """Predicted vs measured latency of whole subnets.
+
+    Attributes:
+        rows: ``(arch, predicted_ms, measured_ms)`` per subnet.
+        mape: mean absolute percentage error, in percent.
+        spearman: Spearman rank correlation of predicted and measured.
+    """
+
+    rows: list[tuple[ArchConfig, float, float]]
+    mape: float
+    spearman: float
+
+
+def validate_latency(
+    net: Supernet,
+    table: LatencyTable,
+    n: int = 20,
+    seed: int = 1,
+    *,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    progress: bool = False,
+) -> LatencyValidation:
+    """Time ``n`` random subnets of ``net`` end to end with the table's backend, batch size,
+    threads and clock, and compare with the table's predictions.
+
+    Args:
+        net: the supernet the table was built for (bound to the table).
+        table: the latency table.
+        n: number of random subnets (>= 2 for a rank correlation).
+        seed: draws the subnets; use one other than the table's fitting seed.
+        warmup, repeats: default to the table's.
+        progress: show a tqdm progress bar.
+    """
+    if n < 2:
+        raise ValueError(f"n={n} must be >= 2 to compute a rank correlation")
+    check_backend(table.backend)
+    table.bind(net)
+    g = as_generator(seed)
+    archs = [net.space.sample(g) for _ in range(n)]
+    kw = {
+        "threads": int(table.metadata.get("threads", torch.get_num_threads())),
+        "warmup": table.metadata.get("warmup", 10) if warmup is None else warmup,
+        "repeats": table.metadata.get("repeats", 50) if repeats is None else repeats,
+        "clock": table.metadata.get("clock", "wall"),
+    }
+    predicted = table.predict_many(archs)
+    measured = np.array(
+        measure_many(_subnets(net, archs, table.batch_size), table.backend, **kw, progress=progress)
+    )
+    mape = float(np.mean(np.abs(predicted - measured) / measured) * 100)
+    rho = float(spearmanr(predicted, measured).statistic)
+    rows = [(a, float(p), float(m)) for a, p, m in zip(archs, predicted, measured, strict=True)]
+    return LatencyValidation(rows, mape, rho)

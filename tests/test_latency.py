@@ -1,0 +1,193 @@
+"""Latency tables: layer specs of the family, table construction per backend, prediction, I/O."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import onceforall as ofa
+from onceforall.predictors import (
+    BACKENDS,
+    LatencyTable,
+    build_latency_table,
+    measure_latency,
+    onnx_session,
+    validate_latency,
+)
+from onceforall.predictors.timing import onnx_bytes
+from onceforall.supernets.base import LayerSpec
+
+FAST = {"warmup": 2, "repeats": 5}
+
+
+def _small(**space) -> ofa.Supernet:
+    kw = {"kernel_sizes": (3, 5), "expand_ratios": (3, 6), "depths": (1, 2), "resolutions": (24,)}
+    kw.update(space)
+    return ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def net() -> ofa.Supernet:
+    return _small()
+
+
+@pytest.fixture(scope="module")
+def table(net) -> LatencyTable:
+    return build_latency_table(net, "torch-cpu", fit_subnets=4, **FAST)
+
+
+def _archs(net: ofa.Supernet, n: int, seed: int = 0) -> list[ofa.ArchConfig]:
+    g = torch.Generator().manual_seed(seed)
+    return [net.space.largest(), net.space.smallest()] + [net.space.sample(g) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- layer specs of the family
+@torch.no_grad()
+def test_layer_specs_chain_like_the_extracted_subnet():
+    net = _small(resolutions=(24, 32))
+    for arch in _archs(net, 4):
+        x = torch.randn(2, 1, arch.resolution, arch.resolution)
+        h, layers = x, []
+        for spec in net.layer_specs(arch):
+            assert h.shape[1:] == spec.input_shape[1:], spec
+            layers.append(net.build_layer(spec))
+            h = layers[-1](h)
+        assert h.shape == net.extract(arch)(x).shape == (2, 10)
+        # Exactly the parameters of the extracted subnet: the specs describe the real layers.
+        assert sum(p.numel() for m in layers for p in m.parameters()) == net.num_params(arch)
+
+
+def test_latency_layer_specs_are_the_distinct_layers_of_every_arch():
+    net = _small(expand_ratios=(6,), resolutions=(24, 28))  # 15552 archs: enumerable
+    listed = net.latency_layer_specs()
+    assert len(listed) == len(set(listed))
+    seen = {spec for arch in net.space.enumerate() for spec in net.layer_specs(arch)}
+    assert set(listed) == seen
+
+
+def test_layer_spec_dict_round_trip_and_errors(net):
+    for spec in net.latency_layer_specs():
+        assert LayerSpec.from_dict(spec.to_dict()) == spec
+        assert hash(LayerSpec.from_dict(spec.to_dict())) == hash(spec)
+    with pytest.raises(ValueError, match=r"unknown LayerSpec keys \['colour'\]"):
+        LayerSpec.from_dict({**spec.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="cannot build a 'lstm' layer"):
+        net.build_layer(LayerSpec("lstm", 8, 8, 4))
+
+
+# ---------------------------------------------------------------- the table
+def test_table_has_one_entry_per_distinct_layer(net, table):
+    # Independent count: stem, first block, final expand and head once (one resolution), and per
+    # stage every (kernel, expand) for its first block and for the blocks after it (all alike).
+    sp = net.space
+    expected = 4 + sp.num_stages * len(sp.kernel_sizes) * len(sp.expand_ratios) * 2
+    assert len(table) == expected
+    g = torch.Generator().manual_seed(0)
+    sampled = {s for _ in range(3000) for s in net.layer_specs(sp.sample(g))}
+    assert set(table.entries) == sampled == set(net.latency_layer_specs())
+    assert all(math.isfinite(ms) for ms in table.entries.values())
+    meta = table.metadata
+    for key in ("backend", "device", "cpu", "threads", "batch_size", "torch", "onnxruntime"):
+        assert key in meta
+    assert meta["backend"] == "torch-cpu" and meta["batch_size"] == 1
+    assert len(meta["fit"]["archs"]) == 4
+
+
+def test_table_sum_tracks_a_measured_subnet(net, table):
+    for arch in (net.space.largest(), net.space.smallest()):
+        measured = measure_latency(net.extract(arch), (1, 1, 24, 24), "torch-cpu", **FAST)
+        # Loose on purpose: timing on a shared machine is noisy; this catches unit or
+        # bookkeeping errors (a missing layer, seconds for milliseconds), not 10% drifts.
+        assert 0.3 < table.layer_sum(arch) / measured < 3
+        assert 0.3 < table.predict(arch) / measured < 3
+
+
+def test_predict_many_equals_predict(net, table):
+    archs = _archs(net, 30, seed=3)
+    many = table.predict_many(archs)
+    assert many.shape == (len(archs),) and many.dtype == np.float64
+    assert many.tolist() == [table.predict(a) for a in archs]
+    assert table.predict(str(archs[5])) == many[5]
+    assert table.predict_many([]).shape == (0,)
+    assert table.predict(net.space.largest()) > table.predict(net.space.smallest())
+
+
+def test_save_load_round_trip(net, table, tmp_path):
+    path = table.save(tmp_path / "latency.json")
+    archs = _archs(net, 10)
+    for loaded in (LatencyTable.load(path, net), LatencyTable.load(path)):  # net rebuilt
+        assert loaded.entries == table.entries
+        assert loaded.overhead_ms == table.overhead_ms
+        assert loaded.metadata == table.metadata
+        np.testing.assert_array_equal(loaded.predict_many(archs), table.predict_many(archs))
+    with pytest.raises(ValueError, match="not a latency table"):
+        LatencyTable.from_dict({"format": "something else"})
+
+
+def test_table_refuses_a_supernet_it_did_not_measure(table):
+    bigger = _small(kernel_sizes=(3, 5, 7))  # k7 x 2 expand ratios x 2 slots x 5 stages new
+    with pytest.raises(ValueError, match=r"lacks 20 layer\(s\) of this supernet"):
+        table.bind(bigger)
+
+
+def test_validate(net, table):
+    result = validate_latency(net, table, n=4, seed=1, warmup=1, repeats=3)
+    assert len(result.rows) == 4
+    for arch, predicted, measured in result.rows:
+        assert arch in net.space and predicted > 0 and measured > 0
+    assert math.isfinite(result.mape) and -1 <= result.spearman <= 1
+    with pytest.raises(ValueError, match="n=1 must be >= 2"):
+        validate_latency(net, table, n=1)
+
+
+# ---------------------------------------------------------------- backends
+def test_onnxruntime_backend(tmp_path):
+    net = _small(kernel_sizes=(3,), expand_ratios=(3,), depths=(1,))
+    table = build_latency_table(net, "onnxruntime", fit_subnets=2, threads=1, progress=True, **FAST)
+    assert len(table) == 9 and table.backend == "onnxruntime"
+    arch = net.space.largest()
+    assert 0.3 < table.layer_sum(arch) / table.metadata["fit"]["measured_ms"][0] < 3
+    # Every form of model the onnxruntime backend takes.
+    sub, shape = net.extract(arch), (1, 1, 24, 24)
+    onnx = onnx_bytes(sub, shape)
+    path = tmp_path / "sub.onnx"
+    path.write_bytes(onnx)
+    for model in (sub, onnx, path, onnx_session(path, threads=1)):
+        assert measure_latency(model, shape, "onnxruntime", threads=1, **FAST) > 0
+
+
+def test_cpu_clock_table():
+    net = _small(kernel_sizes=(3,), expand_ratios=(3,))
+    table = build_latency_table(net, threads=1, clock="cpu", fit_subnets=2, **FAST)
+    assert table.metadata["clock"] == "cpu" and all(ms > 0 for ms in table.entries.values())
+    result = validate_latency(net, table, n=2, repeats=2)  # times on the table's clock
+    assert all(m > 0 for _, _, m in result.rows)
+
+
+def test_backend_errors():
+    assert BACKENDS == ("torch-cpu", "torch-cuda", "onnxruntime")
+    m = torch.nn.Identity()
+    with pytest.raises(
+        ValueError, match=r"unknown latency backend 'tpu'; choose from \('torch-cpu'"
+    ):
+        measure_latency(m, (1, 1, 4, 4), "tpu")
+    with pytest.raises(ValueError, match="unknown latency backend"):
+        build_latency_table(_small(), "tensorrt")
+    with pytest.raises(ValueError, match="use backend='onnxruntime' for ONNX models"):
+        measure_latency(b"onnx", (1, 1, 4, 4), "torch-cpu")
+    with pytest.raises(ValueError, match=r"input_shape=\(4,\) must be positive sizes"):
+        measure_latency(m, (4,))
+    with pytest.raises(ValueError, match="threads=0 must be a positive int"):
+        measure_latency(m, (1, 1, 4, 4), threads=0)
+    with pytest.raises(ValueError, match=r"unknown clock 'cycles'; choose from \('wall', 'cpu'\)"):
+        measure_latency(m, (1, 1, 4, 4), clock="cycles")
+    with pytest.raises(ValueError, match="clock='cpu' times only the calling thread"):
+        build_latency_table(_small(), threads=2, clock="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'torch-cuda' needs a CUDA device"):
+            measure_latency(m, (1, 1, 4, 4), "torch-cuda")
+        with pytest.raises(ValueError, match="'torch-cuda' needs a CUDA device"):
+            build_latency_table(_small(), "torch-cuda")
