@@ -2,7 +2,9 @@
 
 Everything here times one forward pass the same way, so that a latency table built from layers
 predicts whole models timed with :func:`measure_latency`: warm-up runs, then the median of
-per-call wall times, with the same threads and the same onnxruntime session options.
+per-call times, with the same threads and the same onnxruntime session options. Many models are
+timed in interleaved rounds (:func:`measure_many`) so that a shared machine's slow spells hit
+them alike.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def _time_interleaved(
     clock: Callable[[], int],
     progress: bool,
 ) -> list[float]:
-    """Median wall time in ms of one call of each of ``runs``.
+    """Median time in ms (on ``clock``, or CUDA events) of one call of each of ``runs``.
 
     Calls are interleaved, one timed call per run per round, so a slow spell of a shared machine
     hits every run alike instead of a few unlucky ones (which keeps their ranking), and the
