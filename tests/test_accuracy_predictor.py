@@ -216,3 +216,7 @@ def test_ensure_predictor_builds_then_loads(tiny, tmp_path, monkeypatch):
     again = ensure_predictor(tmp_path, net, data, n=12, progress=False, **SETTINGS)
     archs = sample_archs(net.space, 12)
     np.testing.assert_array_equal(again.predict(archs), pred.predict(archs))
+    monkeypatch.undo()
+    grown = ensure_predictor(tmp_path, net, data, n=14, progress=False, **SETTINGS)
+    assert grown.metrics["n_train"] + grown.metrics["n_test"] == 14  # refit on the larger dataset
+    assert AccuracyPredictor.load(tmp_path, net.space).info["n"] == 14

@@ -319,6 +319,8 @@ def build_accuracy_dataset(
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in done.values()).encode())
         for shard in _shards(path):
             shard.unlink()
+    if distributed and world > 1:
+        torch.distributed.barrier()  # no rank starts another build on half-consolidated files
     accs = np.array([done[str(a)]["accuracy"] for a in have], dtype=np.float64)
     timings = np.array([done[str(a)].get("seconds", np.nan) for a in have], dtype=np.float64)
     return AccuracyDataset(have, accs, settings, n, len(todo), seconds, timings)
