@@ -126,8 +126,6 @@ class Specializer:
             self.run.net,
             self.run.data,
             n=self.accuracy_samples,
-            calibration_images=self.run.config.bn_calibration_images,
-            batch_size=self.run.config.eval_batch_size,
             progress=self.progress,
         )
 

@@ -1,0 +1,129 @@
+"""The main job end to end: ``onceforall demo --preset smoke`` (train -> predictor -> latency table
+-> search -> export -> onnxruntime evaluation -> report), and the report rendered in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onceforall.cli import main as cli_main
+from onceforall.data import FASHION_MNIST_SYSTEM_DIR
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _fashion_mnist_available() -> bool:
+    return FASHION_MNIST_SYSTEM_DIR.is_dir() or (Path.home() / ".cache/onceforall").is_dir()
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    if not _fashion_mnist_available():
+        pytest.skip("Fashion-MNIST is not installed (sudo apt-get install dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert cli_main(["demo", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_demo_writes_every_artifact_and_picks_meet_their_budgets(demo_dir):
+    from onceforall.run import Run
+    from onceforall.specialize import Specializer
+
+    for name in ("report.html", "summary.md", "results.json", "pareto.png", "training.png"):
+        assert (demo_dir / name).stat().st_size > 0, name
+    results = json.loads((demo_dir / "results.json").read_text())
+    picks = results["picks"]
+    assert [p["label"] for p in picks] == ["tight", "middle", "loose"]
+    budgets = [p["budget_ms"] for p in picks]
+    assert budgets == sorted(budgets)
+    run = Run.open(demo_dir / "run")
+    # Each pick meets its budget by the same latency model the search used.
+    table = Specializer(run, "onnxruntime").latency_table
+    for p in picks:
+        assert table.predict(p["arch"]) <= p["budget_ms"] + 1e-9
+        assert p["latency_ms"] == pytest.approx(table.predict(p["arch"]))
+        card = json.loads((Path(p["file"]).parent / "card.json").read_text())
+        assert card["arch"] == p["arch"] and card["format"] == "onnx"
+        # onnxruntime on the test set agrees with torch's evaluation of the same model.
+        assert p["test_accuracy"] == pytest.approx(card["test_accuracy"], abs=0.2)
+    assert len(results["front"]) >= 3
+    md = (demo_dir / "summary.md").read_text()
+    assert md.count("\n") == 2 + len(picks) and "tight" in md
+
+
+def test_exported_models_run_in_onnxruntime(demo_dir):
+    import onnxruntime as ort
+
+    for p in json.loads((demo_dir / "results.json").read_text())["picks"]:
+        card = json.loads((Path(p["file"]).parent / "card.json").read_text())
+        session = ort.InferenceSession(p["file"])
+        r = card["resolution"]
+        x = np.zeros((3, card["in_channels"], r, r), np.float32)
+        (logits,) = session.run(None, {card["input_name"]: x})
+        assert logits.shape == (3, card["num_classes"])
+
+
+def test_rerun_reuses_the_finished_run(demo_dir, capsys):
+    before = (demo_dir / "run" / "supernet.safetensors").stat().st_mtime_ns
+    start = time.monotonic()
+    assert cli_main(["demo", "--preset", "smoke", "--out", str(demo_dir), "--no-progress"]) == 0
+    assert "training skipped" in capsys.readouterr().out
+    assert (demo_dir / "run" / "supernet.safetensors").stat().st_mtime_ns == before
+    assert time.monotonic() - start < 60  # no training, predictor and table reused
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = (demo_dir / "report.html").resolve().as_uri()
+    # The DOM after load: the table holds the three picks and both plots are images that decoded
+    # (naturalWidth > 0 is written into the title by a script Chromium runs).
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        (demo_dir / "report.html")
+        .read_text()
+        .replace(
+            "</body>",
+            "<script>window.onload = () => { document.title = 'imgs:' + "
+            "[...document.images].map(i => i.naturalWidth).join(','); };</script></body>",
+        )
+    )
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count("<tr>") >= 4 and "tight" in dom and "loose" in dom
+    title = dom.split("<title>")[1].split("</title>")[0]
+    widths = [int(w) for w in title.removeprefix("imgs:").split(",")]
+    assert len(widths) == 2 and min(widths) > 100, title
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (1600, 1200) and pixels.std() > 10  # not a blank page
