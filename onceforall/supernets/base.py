@@ -163,6 +163,11 @@ class Supernet(nn.Module):
         return net.to(device).eval()
 
     def _cached_cost(self, arch: ArchConfig | str | None) -> tuple[int, int]:
+        # Only validated archs enter the cache, so a hit needs no validation: searches ask for
+        # the costs of the same archs many times, and validation is most of a lookup's time.
+        cost = self._cost_cache.get(arch) if isinstance(arch, ArchConfig) else None
+        if cost is not None:
+            return cost
         arch = self._resolve(arch)
         cost = self._cost_cache.get(arch)
         if cost is None:
