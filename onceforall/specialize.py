@@ -38,7 +38,7 @@ __all__ = ["Pick", "Specializer", "latency_table_path"]
 def latency_table_path(run: Run, backend: str, threads: int, batch_size: int = 1) -> Path:
     """Where a run keeps this machine's latency table for ``backend``: one file per backend,
     thread count, batch size and CPU model, so tables of different devices never mix."""
-    from onceforall.predictors.timing import _cpu_name as cpu_name
+    from onceforall.predictors.timing import cpu_name
 
     device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"

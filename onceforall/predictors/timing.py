@@ -30,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "CLOCKS",
     "check_backend",
+    "cpu_name",
     "environment",
     "measure_latency",
     "measure_many",
@@ -277,7 +278,8 @@ def measure_latency(
             model.train()
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo where it exists)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -289,11 +291,11 @@ def environment(backend: str, threads: int, batch_size: int) -> dict[str, Any]:
     """Where and how a measurement runs: backend, device, threads, versions, load, time."""
     import onnxruntime as ort
 
-    device = torch.cuda.get_device_name() if backend == "torch-cuda" else _cpu_name()
+    device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
     return {
         "backend": backend,
         "device": device,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": threads,
         "batch_size": batch_size,
         "torch": torch.__version__,
