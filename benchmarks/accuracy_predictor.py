@@ -1,7 +1,7 @@
 """Accuracy predictor: how well an MLP on the arch encoding predicts measured holdout accuracy.
 
-    .venv/bin/python -m benchmarks.accuracy_predictor RUN_DIR [--n 1000] [--calibration-images 500]
-        [--eval-images 2000] [--batch-size 250] [--threads N]
+    .venv/bin/python -m benchmarks.accuracy_predictor RUN_DIR [--n 1000] [--calibration-images 2000]
+        [--eval-images 0] [--batch-size 250] [--threads N]
 
 Builds (or reuses, resuming if interrupted) the run's accuracy dataset (``accuracy_dataset.jsonl``
 in RUN_DIR: N sampled subnets, BN-recalibrated on holdout images and evaluated on the holdout
@@ -33,8 +33,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--n", type=int, default=1000, help="subnets in the accuracy dataset")
-    p.add_argument("--calibration-images", type=int, default=500)
-    p.add_argument("--eval-images", type=int, default=2000, help="0: the whole holdout split")
+    p.add_argument("--calibration-images", type=int, default=2000)
+    p.add_argument("--eval-images", type=int, default=0, help="0: the whole holdout split")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

@@ -238,8 +238,8 @@ def build_accuracy_dataset(
     n: int,
     *,
     seed: int = 0,
-    calibration_images: int = 500,
-    eval_images: int | None = 2000,
+    calibration_images: int = 2000,
+    eval_images: int | None = None,
     batch_size: int = 250,
     rank: int | None = None,
     world: int | None = None,
@@ -256,6 +256,10 @@ def build_accuracy_dataset(
         seed: sample seed.
         calibration_images: BN statistics come from the first this many holdout images.
         eval_images: accuracy on the first this many holdout images (``None``: all of them).
+            Measurement noise is what limits a predictor's rank correlation: on the quick
+            Fashion-MNIST run (subnet accuracies spread 0.7 pp), evaluating on 5000 images
+            instead of 2000 cut the per-subnet noise from 0.35 to 0.2 pp, and calibrating on 2000
+            images instead of 500 cut its share from ~0.17 to ~0.09 pp.
         batch_size: calibration and evaluation batch (calibration batches shape the statistics).
             Cache-sized batches are faster on CPU than large ones (250 vs 1000: ~15%).
         rank, world: this process evaluates every ``world``-th missing arch from ``rank``
