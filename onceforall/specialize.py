@@ -23,13 +23,11 @@ from onceforall.run import Run
 from onceforall.search import (
     Candidate,
     Constraint,
-    ParetoResult,
     check_feasible,
     evolutionary_search,
     latency_cost,
     macs_cost,
     params_cost,
-    pareto_search,
 )
 
 __all__ = ["Pick", "Specializer", "latency_table_path"]
@@ -167,7 +165,7 @@ class Specializer:
 
     def pareto(
         self, constraints: list[Constraint] = (), *, objective: str = "latency_ms", seed: int = 0
-    ) -> ParetoResult:
+    ) -> Any:  # onceforall.search.ParetoResult
         """The predicted accuracy vs ``latency_ms`` (this backend) or ``macs`` Pareto front."""
         if objective not in ("latency_ms", "macs"):
             raise ValueError(f"objective={objective!r}: choose latency_ms or macs")
@@ -176,6 +174,8 @@ class Specializer:
             if objective == "latency_ms"
             else macs_cost(self.run.net)
         )
+        from onceforall.search.nsga import pareto_search
+
         return pareto_search(
             self.run.net.space, self.predictor.predict, cost, list(constraints), seed=seed
         )

@@ -171,3 +171,90 @@ def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys):
         ]
     )
     assert code == 2 and "onceforall finetune" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- onceforall search
+
+
+def test_search_cli_infeasible_budget_fails_at_once(run, capsys):
+    import time
+
+    start = time.monotonic()
+    code = cli_main(["search", str(run.path), "--macs", "1000", "--json"])
+    assert code == 2 and time.monotonic() - start < 1.0
+    err = capsys.readouterr().err
+    smallest = run.net.macs(run.net.space.smallest())
+    assert f"{smallest:,}" in err and "infeasible" in err
+    assert not (run.path / "accuracy_dataset.jsonl").exists()  # nothing slow ran
+
+
+def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run = Run.open(run_dir)
+    space = run.net.space
+    budget = (run.net.macs(space.smallest()) + run.net.macs(space.largest())) // 2
+    common = ["--backend", "torch-cpu", "--samples", "24", "--threads", "1"]
+    code = cli_main(
+        ["search", str(run_dir), "--macs", str(budget), "--top", "2", "--json", *common]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = json.loads(out)
+    assert 1 <= len(rows) <= 2
+    for r in rows:
+        assert {
+            "arch",
+            "predicted_accuracy",
+            "holdout_accuracy",
+            "latency_ms",
+            "macs",
+            "params",
+            "measured_latency_ms",
+        } <= set(r)
+        assert r["macs"] == run.net.macs(r["arch"]) <= budget
+        assert 0 <= r["holdout_accuracy"] <= 100 and r["measured_latency_ms"] > 0
+    # Everything it built is reused: same answer, and the latency budget works on that table.
+    again = cli_main(
+        [
+            "search",
+            str(run_dir),
+            "--macs",
+            str(budget),
+            "--top",
+            "2",
+            "--json",
+            "--no-measure",
+            *common,
+        ]
+    )
+    assert again == 0
+    assert [r["arch"] for r in json.loads(capsys.readouterr().out)] == [r["arch"] for r in rows]
+    limit = max(r["latency_ms"] for r in rows)
+    assert (
+        cli_main(
+            ["search", str(run_dir), "--latency-ms", str(limit), "--json", "--no-measure", *common]
+        )
+        == 0
+    )
+    assert all(r["latency_ms"] <= limit for r in json.loads(capsys.readouterr().out))
+    plot = tmp_path / "front.png"
+    assert (
+        cli_main(
+            [
+                "search",
+                str(run_dir),
+                "--pareto",
+                "--points",
+                "3",
+                "--plot",
+                str(plot),
+                "--no-measure",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert plot.stat().st_size > 0 and "Pareto front" in capsys.readouterr().out

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import nn
 
 from onceforall.arch import ArchConfig, as_generator
@@ -337,6 +336,8 @@ def validate_latency(
         warmup, repeats: default to the table's.
         progress: show a tqdm progress bar.
     """
+    from scipy.stats import spearmanr  # lazily: importing scipy.stats takes ~1 s
+
     if n < 2:
         raise ValueError(f"n={n} must be >= 2 to compute a rank correlation")
     check_backend(table.backend)

@@ -31,7 +31,6 @@ from onceforall.search.constraints import (
 from onceforall.search.encoding import IntegerEncoding
 from onceforall.search.evaluation import Candidate
 from onceforall.search.evolution import EvolutionResult, evolutionary_search
-from onceforall.search.nsga import ParetoResult, pareto_search
 from onceforall.search.pareto import pareto_front, spread_indices
 
 __all__ = [
@@ -53,3 +52,13 @@ __all__ = [
     "pareto_search",
     "spread_indices",
 ]
+
+
+def __getattr__(name: str):
+    # NSGA-II needs pymoo, whose import costs ~0.5 s: load it on first use, so that a budget
+    # search (and its infeasibility check, which must answer at once) does not pay for it.
+    if name in ("ParetoResult", "pareto_search"):
+        from onceforall.search import nsga
+
+        return getattr(nsga, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
