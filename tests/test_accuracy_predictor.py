@@ -71,15 +71,6 @@ def test_sample_archs_prefix_stable_distinct_with_extremes():
         sample_archs(tiny_space, tiny_space.size + 1)
 
 
-def test_fast_encoding_equals_space_encode():
-    wide = SearchSpace(3, (3, 5), (3, 6), (1, 2, 3), (16, 20), width_mults=(0.5, 1.0))
-    for space in (SPACE, wide):
-        archs = sample_archs(space, 300, seed=1)
-        pred = AccuracyPredictor(space, hidden=(8,))
-        assert torch.equal(pred.encode(archs), space.encode_batch(archs))
-        assert torch.equal(pred.encode(archs), space.encode_batch(archs))  # memoised path
-
-
 def test_predict_rejects_arch_outside_space():
     pred = AccuracyPredictor(SPACE, hidden=(8,))
     other = ofa.create_supernet("mbv3_small_images", num_classes=10, resolutions=(40,)).space

@@ -230,3 +230,15 @@ def test_encoding_layout():
 def test_describe_mentions_choices():
     text = SPACE.describe()
     assert "kernel {3, 5, 7}" in text and "subnets" in text
+
+
+@pytest.mark.parametrize("space", [TINY, WIDE], ids=["tiny", "wide"])
+def test_fast_batch_encoding_equals_the_reference_encoding(space):
+    g = torch.Generator().manual_seed(3)
+    archs = [space.sample(g) for _ in range(200)] + [space.largest(), space.smallest()]
+    reference = torch.tensor([space.encode_list(a) for a in archs], dtype=torch.float32)
+    assert torch.equal(space.encode_batch(archs), reference)
+    assert torch.equal(space.encode_batch(archs[:1])[0], space.encode(archs[0]))
+    outside = space.restrict(resolutions=space.resolutions[:1])
+    with pytest.raises(ValueError, match="resolution"):
+        outside.encode_batch([space.largest()])
