@@ -9,7 +9,9 @@ subnet on the same backend.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -102,6 +104,15 @@ class Specializer:
             return LatencyTable.load(path, self.run.net)
         if self.progress:
             print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
+        load = os.getloadavg()[0]
+        if self.backend != "torch-cuda" and load > 0.75 * (os.cpu_count() or 1):
+            # Other work on the cores skews every entry; the table is kept and reused, so say so.
+            print(
+                f"warning: load average {load:.1f} on {os.cpu_count()} cores while measuring "
+                "latency; re-measure on a quiet machine with `onceforall latency build RUN_DIR "
+                "--force`",
+                file=sys.stderr,
+            )
         table = build_latency_table(
             self.run.net,
             self.backend,
