@@ -127,3 +127,27 @@ def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (1600, 1200) and pixels.std() > 10  # not a blank page
+
+
+def test_demo_resumes_an_interrupted_run_and_reuses_a_finished_one(tmp_path, capsys):
+    import yaml
+
+    from onceforall.demo import _train_or_reuse
+    from onceforall.training import TrainInterrupted, train
+    from tests.conftest import TINY, tiny_config
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "demo"
+    with pytest.raises(TrainInterrupted):
+        train(tiny_config(), out / "run", progress=False, stop_after_steps=5)
+    run, how = _train_or_reuse(out, config_path, progress=False)
+    assert how.startswith("resumed") and run.supernet_file.is_file()
+    steps = [json.loads(line)["global_step"] for line in (out / "run" / "metrics.jsonl").open()]
+    assert steps == sorted(steps)  # one uninterrupted log
+    run, how = _train_or_reuse(out, config_path, progress=False)
+    assert "training skipped" in how
+    (tmp_path / "other" / "run").mkdir(parents=True)
+    (tmp_path / "other" / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="another --out"):
+        _train_or_reuse(tmp_path / "other", config_path, progress=False)
