@@ -96,6 +96,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
         threads=args.threads,
         accuracy_samples=args.samples,
         progress=not args.json,
+        accuracy_settings={
+            k: v
+            for k, v in (
+                ("calibration_images", args.calibration_images),
+                ("eval_images", args.eval_images),
+            )
+            if v is not None
+        },
     )
     constraints = spec.constraints(latency_ms=args.latency_ms, macs=args.macs, params=args.params)
     if args.pareto:
@@ -283,6 +291,14 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--plot", help="PNG of the front (default RUN_DIR/pareto-*.png)")
     se.add_argument("--top", type=int, default=3, help="distinct archs to report")
     se.add_argument("--samples", type=int, default=500, help="subnets for the accuracy dataset")
+    se.add_argument(
+        "--calibration-images",
+        type=int,
+        help="holdout images each subnet's BN is recalibrated on (default 2000)",
+    )
+    se.add_argument(
+        "--eval-images", type=int, help="holdout images each subnet is evaluated on (default: all)"
+    )
     se.add_argument("--threads", type=int, help="latency threads (default: torch's)")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--no-measure", action="store_true", help="skip measuring latency")

@@ -73,6 +73,9 @@ class Specializer:
         accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
         progress: progress bars while building.
         latency_warmup, latency_repeats: per layer when the latency table is built.
+        accuracy_settings: options of the accuracy dataset (``calibration_images``,
+            ``eval_images``, ``batch_size``, ``seed``); the defaults measure each subnet on the
+            whole holdout, the most faithful and the slowest.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Specializer:
         progress: bool = True,
         latency_warmup: int = 10,
         latency_repeats: int = 50,
+        accuracy_settings: dict[str, Any] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
@@ -94,6 +98,7 @@ class Specializer:
         self.accuracy_samples = accuracy_samples
         self.progress = progress
         self.latency_warmup, self.latency_repeats = latency_warmup, latency_repeats
+        self.accuracy_settings = dict(accuracy_settings or {})
 
     # ---------------------------------------------------------------- what search needs
     @cached_property
@@ -136,6 +141,7 @@ class Specializer:
             self.run.data,
             n=self.accuracy_samples,
             progress=self.progress,
+            **self.accuracy_settings,
         )
 
     def constraints(
