@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,20 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from onceforall.config import load_config
+from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
 from onceforall.supernets import Supernet, create_supernet
 
 __all__ = [
+    "append_metrics",
     "atomic_write",
+    "diff_keys",
     "load_state",
     "load_supernet",
     "load_weights",
+    "prepare_run_dir",
     "save_checkpoint",
     "save_weights",
+    "truncate_metrics",
 ]
 
 STATE_FILE = "checkpoint.json"
@@ -143,3 +148,76 @@ def _metadata(path: Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Create or check the run directory; never overwrites without ``force``."""
+    has_run = run_dir.is_dir() and any(run_dir.iterdir())
+    if has_run and resume:
+        saved = load_config(run_dir / CONFIG_FILE)
+        a, b = config_to_dict(saved), config_to_dict(config)
+        diff = sorted(diff_keys(a, b))
+        if diff:
+            raise ValueError(
+                f"--resume: the config differs from the one {run_dir} was started with "
+                f"(keys: {', '.join(diff)}); resume with the same config and overrides, or "
+                "start over with --force"
+            )
+        return
+    if has_run and not force:
+        raise FileExistsError(
+            f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
+            "it or --force to delete it and start over"
+        )
+    if has_run and force:
+        if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
+            raise FileExistsError(
+                f"--force: {run_dir} is not empty and does not look like a onceforall run "
+                f"(no {CONFIG_FILE}); refusing to delete it, choose another --out"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = "# resolved config of this run; `onceforall train` wrote it\n"
+    save_config(config, run_dir / CONFIG_FILE, header)
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys at which two nested dicts/lists differ (``schedule.phases.1.lr``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            k
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for k in diff_keys(x, y, f"{prefix}{i}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def append_metrics(run_dir: Path, record: dict, writer: Any = None) -> None:
+    """Append one record to ``RUN_DIR/metrics.jsonl`` (and to a TensorBoard writer, if any)."""
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        tag = record.get("kind", "train")
+        for k, v in record.items():
+            if isinstance(v, int | float) and k not in ("phase_index", "epoch", "global_step"):
+                writer.add_scalar(f"{tag}/{k}", v, record.get("global_step", 0))
+
+
+def truncate_metrics(run_dir: Path, global_step: int) -> None:
+    """Drop metric records written after the checkpoint a run resumes from: those steps run again,
+    and the log must read as one uninterrupted run."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if json.loads(line).get("global_step", 0) <= global_step]
+    if len(keep) != len(lines):
+        atomic_write(path, "".join(keep).encode())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +22,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
+from onceforall.config import TrainConfig
 from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
 from onceforall.supernets import Supernet, create_supernet
 from onceforall.training.bn import evaluate_subnet
 from onceforall.training.checkpoint import (
-    CONFIG_FILE,
-    STATE_FILE,
     SUMMARY_FILE,
     SUPERNET_FILE,
     TEACHER_FILE,
-    atomic_write,
+    append_metrics,
     load_state,
     load_weights,
+    prepare_run_dir,
     save_checkpoint,
     save_weights,
+    truncate_metrics,
 )
 from onceforall.training.losses import distillation_loss
 from onceforall.training.schedule import (
@@ -89,52 +88,6 @@ def _setup_env(config: TrainConfig) -> _Env:
 def _barrier(env: _Env) -> None:
     if env.world > 1:
         dist.barrier()
-
-
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
-    """Create or check the run directory; never overwrites without ``force``."""
-    has_run = run_dir.is_dir() and any(run_dir.iterdir())
-    if has_run and resume:
-        saved = load_config(run_dir / CONFIG_FILE)
-        a, b = config_to_dict(saved), config_to_dict(config)
-        diff = sorted(_diff_keys(a, b))
-        if diff:
-            raise ValueError(
-                f"--resume: the config differs from the one {run_dir} was started with "
-                f"(keys: {', '.join(diff)}); resume with the same config and overrides, or "
-                "start over with --force"
-            )
-        return
-    if has_run and not force:
-        raise FileExistsError(
-            f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
-            "it or --force to delete it and start over"
-        )
-    if has_run and force:
-        if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
-            raise FileExistsError(
-                f"--force: {run_dir} is not empty and does not look like a onceforall run "
-                f"(no {CONFIG_FILE}); refusing to delete it, choose another --out"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    header = "# resolved config of this run; `onceforall train` wrote it\n"
-    save_config(config, run_dir / CONFIG_FILE, header)
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [
-            k
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for k in _diff_keys(x, y, f"{prefix}{i}.")
-        ]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _param_groups(net: Supernet, opt_cfg, train_transforms: bool) -> list[dict]:
@@ -214,28 +167,6 @@ def _teacher(net: Supernet, run_dir: Path, env: _Env, create: bool) -> nn.Module
     return teacher.eval()
 
 
-def _append_metrics(run_dir: Path, record: dict, writer: Any) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if writer is not None:
-        tag = record.get("kind", "train")
-        for k, v in record.items():
-            if isinstance(v, int | float) and k not in ("phase_index", "epoch", "global_step"):
-                writer.add_scalar(f"{tag}/{k}", v, record.get("global_step", 0))
-
-
-def _truncate_metrics(run_dir: Path, global_step: int) -> None:
-    """Drop metric records written after the checkpoint a run resumes from: those steps run again,
-    and the log must read as one uninterrupted run."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    keep = [line for line in lines if json.loads(line).get("global_step", 0) <= global_step]
-    if len(keep) != len(lines):
-        atomic_write(path, "".join(keep).encode())
-
-
 def _tensorboard(run_dir: Path, env: _Env) -> Any:
     if not env.main:
         return None
@@ -285,7 +216,7 @@ def train(
     if config.batch_size % env.world:
         raise ValueError(f"batch_size={config.batch_size} must divide by {env.world} ranks")
     if env.main:
-        _prepare_run_dir(run_dir, config, resume, force)
+        prepare_run_dir(run_dir, config, resume, force)
     _barrier(env)
 
     net.to(env.device)
@@ -306,7 +237,7 @@ def train(
         load_weights(net, run_dir / state["weights"])
         torch.set_rng_state(extra["rng"])
         if env.main and not state.get("finished"):
-            _truncate_metrics(run_dir, state["global_step"])
+            truncate_metrics(run_dir, state["global_step"])
     if state.get("finished"):
         if env.main:
             print(f"{run_dir} is already finished; nothing to do")
@@ -421,7 +352,7 @@ def train(
                     ips = imgs_log / max(now - t_log, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
                     if env.main:
-                        _append_metrics(
+                        append_metrics(
                             run_dir,
                             {
                                 "kind": "train",
@@ -453,7 +384,7 @@ def train(
             # ---- epoch end: validate the phase's largest and smallest subnets, checkpoint
             if env.main:
                 record = _validate(net, phase, data, config, epoch, state["global_step"], started)
-                _append_metrics(run_dir, record, writer)
+                append_metrics(run_dir, record, writer)
                 if progress:
                     tqdm.write(
                         f"  holdout top-1 after BN recalibration: largest "
