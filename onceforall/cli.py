@@ -299,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument(
         "--eval-images", type=int, help="holdout images each subnet is evaluated on (default: all)"
     )
-    se.add_argument("--threads", type=int, help="latency threads (default: torch's)")
+    se.add_argument("--threads", type=int, help="latency threads (default 1)")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
     se.add_argument("--json", action="store_true", help="print results as JSON")

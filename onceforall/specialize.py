@@ -69,7 +69,9 @@ class Specializer:
     Args:
         run: the trained run.
         backend: latency backend (``onnxruntime``, ``torch-cpu``, ``torch-cuda``).
-        threads: intra-op threads for latency (default ``torch.get_num_threads()``).
+        threads: intra-op threads for latency (default 1: batch-1 inference on one core, the
+            setting the latency model is validated in; with 2 threads, onnxruntime's parallel
+            dispatch of these small layers made whole-net times diverge from the layer sums).
         accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
         progress: progress bars while building.
         latency_warmup, latency_repeats: per layer when the latency table is built.
@@ -94,7 +96,7 @@ class Specializer:
             raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
         self.run = run
         self.backend = backend
-        self.threads = threads or torch.get_num_threads()
+        self.threads = threads or 1
         self.accuracy_samples = accuracy_samples
         self.progress = progress
         self.latency_warmup, self.latency_repeats = latency_warmup, latency_repeats
