@@ -53,7 +53,9 @@ def _quantity(text: str) -> float:
 
 def _print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """Rows as an aligned text table; ``columns`` are (key, header, format)."""
-    cells = [[("-" if r.get(k) is None else format(r[k], f)) for k, _, f in columns] for r in rows]
+    from onceforall.report import format_cell
+
+    cells = [[format_cell(r, k, f) for k, _, f in columns] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h, _) in enumerate(columns)]
     print(
         "  ".join(

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "plot_pareto", "plot_training", "read_metrics", "write_report"]
+__all__ = [
+    "format_cell",
+    "markdown_table",
+    "plot_pareto",
+    "plot_training",
+    "read_metrics",
+    "write_report",
+]
 
 
 def _pyplot():
@@ -147,16 +154,17 @@ def plot_training(run_dir: str | Path, path: str | Path) -> Path:
     return path
 
 
+def format_cell(row: dict[str, Any], key: str, spec: str) -> str:
+    """One table cell: ``row[key]`` formatted with ``spec``, or ``-`` when missing or ``None``."""
+    value = row.get(key)
+    return "-" if value is None else format(value, spec)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
     """Rows as a Markdown table; ``columns`` are (key, header, format spec)."""
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
     rule = "|" + "|".join("---" if not f else "---:" for _, _, f in columns) + "|"
-    body = [
-        "| "
-        + " | ".join("-" if r.get(k) is None else format(r[k], f) for k, _, f in columns)
-        + " |"
-        for r in rows
-    ]
+    body = ["| " + " | ".join(format_cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -195,10 +203,7 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> Path:
     head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in DEMO_COLUMNS)
     body = "".join(
         "<tr>"
-        + "".join(
-            f"<td>{escape('-' if r.get(k) is None else format(r[k], f))}</td>"
-            for k, _, f in DEMO_COLUMNS
-        )
+        + "".join(f"<td>{escape(format_cell(r, k, f))}</td>" for k, _, f in DEMO_COLUMNS)
         + "</tr>"
         for r in rows
     )
