@@ -56,7 +56,7 @@ def _print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     from onceforall.report import format_cell
 
     cells = [[format_cell(r, k, f) for k, _, f in columns] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h, _) in enumerate(columns)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, (_, h, _) in enumerate(columns)]
     print(
         "  ".join(
             h.rjust(w) if i else h.ljust(w)
@@ -232,7 +232,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from onceforall.demo import run_demo
     from onceforall.report import DEMO_COLUMNS
 
-    summary = run_demo(args.out, args.preset, backend=args.backend, progress=not args.no_progress)
+    summary = run_demo(
+        args.out,
+        args.preset,
+        family=args.family,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
     print()
     _print_table(summary["picks"], [c for c in DEMO_COLUMNS if c[0] != "file"])
     out = Path(args.out)
@@ -344,6 +350,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     de.add_argument("--out", default="runs/demo", help="demo directory (reused when re-run)")
     de.add_argument("--preset", default="quick", choices=("quick", "smoke"))
+    de.add_argument(
+        "--family",
+        choices=list_supernets(),
+        help="supernet family to train instead of the preset's model.family (its schedule kept)",
+    )
     de.add_argument("--backend", default="onnxruntime", choices=backends)
     de.add_argument("--no-progress", action="store_true")
     de.set_defaults(func=_cmd_demo)

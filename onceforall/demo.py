@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from onceforall.config import load_config
+from onceforall.config import config_to_dict, load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
 from onceforall.run import Run
 from onceforall.specialize import Specializer
 from onceforall.training import train
 from onceforall.training.bn import batches
-from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write
+from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write, diff_keys
 
 __all__ = ["PRESETS", "DemoSettings", "run_demo"]
 
@@ -71,11 +71,21 @@ def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
     return 100.0 * correct / total
 
 
-def _train_or_reuse(out: Path, config_path: Path, progress: bool) -> tuple[Run, str]:
+def _train_or_reuse(
+    out: Path, config_path: Path, progress: bool, overrides: list[str] | None = None
+) -> tuple[Run, str]:
     run_dir = out / "run"
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     if (run_dir / SUPERNET_FILE).is_file():
-        return Run.open(run_dir), f"reused the finished run in {run_dir} (training skipped)"
+        run = Run.open(run_dir)
+        # A finished run of another preset or family must not stand in for the one asked for.
+        diff = diff_keys(config_to_dict(run.config), config_to_dict(config))
+        if diff:
+            raise FileExistsError(
+                f"{run_dir} holds a run of another config (keys: {', '.join(diff)}); "
+                "choose another --out"
+            )
+        return run, f"reused the finished run in {run_dir} (training skipped)"
     resume = (run_dir / STATE_FILE).is_file()
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise FileExistsError(
@@ -90,6 +100,7 @@ def run_demo(
     out: str | Path = "runs/demo",
     preset: str = "quick",
     *,
+    family: str | None = None,
     backend: str = "onnxruntime",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -97,7 +108,8 @@ def run_demo(
 
     Writes ``out/run/`` (the trained supernet, predictor, latency table), ``out/models/<budget>/``
     (``model.onnx`` + ``card.json``), ``out/pareto.png``, ``out/training.png``, ``out/summary.md``
-    and ``out/report.html``.
+    and ``out/report.html``. ``family`` (a name from ``list_supernets()``) replaces the preset's
+    ``model.family``; the preset's schedule and resolutions are kept.
     """
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} unknown; choose from {', '.join(PRESETS)}")
@@ -105,10 +117,11 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = CONFIG_DIR / settings.config
+    overrides = [f"model.family={family}"] if family else []
     timings: dict[str, float] = {}
 
     t = time.monotonic()
-    run, how = _train_or_reuse(out, config_path, progress)
+    run, how = _train_or_reuse(out, config_path, progress, overrides)
     print(how)
     timings["train"] = time.monotonic() - t
 
@@ -176,6 +189,7 @@ def run_demo(
     plot_training(run.path, out / "training.png")
     summary = {
         "preset": preset,
+        "family": run.config.model.family,
         "backend": backend,
         "run_dir": str(run.path),
         "latency_range_ms": [lo, hi],
@@ -183,17 +197,19 @@ def run_demo(
         "front": [c.to_dict() for c in front.front],
         "front_measured": [p.to_dict() for p in front_picks],
         "timings_s": timings,
-        "commands": _commands(out, run, config_path, backend, rows),
+        "commands": _commands(run, config_path, overrides, backend, rows),
     }
     atomic_write(out / "results.json", (json.dumps(summary, indent=1) + "\n").encode())
     write_report(out, summary)
     return summary
 
 
-def _commands(out: Path, run: Run, config: Path, backend: str, rows: list[dict]) -> list[str]:
+def _commands(
+    run: Run, config: Path, overrides: list[str], backend: str, rows: list[dict]
+) -> list[str]:
     q = shlex.quote
     cmds = [
-        f"onceforall train {q(str(config))} --out {q(str(run.path))}",
+        " ".join(["onceforall train", q(str(config)), "--out", q(str(run.path)), *overrides]),
         f"onceforall latency build {q(str(run.path))} --backend {backend}",
         f"onceforall search {q(str(run.path))} --pareto --backend {backend}",
     ]

@@ -225,7 +225,8 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
 </style></head><body>
 <h1>Train once, deploy everywhere</h1>
-<p>One supernet trained with progressive shrinking (preset <b>{escape(summary["preset"])}</b>),
+<p>One <b>{escape(summary["family"])}</b> supernet trained with progressive shrinking (preset
+<b>{escape(summary["preset"])}</b>),
 specialized for three latency budgets on this machine's <b>{escape(summary["backend"])}</b>
 (predicted latency range of the space: {lo:.3f} to {hi:.3f} ms per image). Each model was
 exported to ONNX and its test accuracy measured through onnxruntime alone.</p>

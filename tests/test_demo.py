@@ -147,7 +147,28 @@ def test_demo_resumes_an_interrupted_run_and_reuses_a_finished_one(tmp_path, cap
     assert steps == sorted(steps)  # one uninterrupted log
     run, how = _train_or_reuse(out, config_path, progress=False)
     assert "training skipped" in how
+    # A finished run of another family (demo --family) is never reused in its place.
+    with pytest.raises(FileExistsError, match=r"another config \(keys: model\.family\)"):
+        _train_or_reuse(out, config_path, progress=False, overrides=["model.family=mbv3"])
     (tmp_path / "other" / "run").mkdir(parents=True)
     (tmp_path / "other" / "run" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="another --out"):
         _train_or_reuse(tmp_path / "other", config_path, progress=False)
+
+
+def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):
+    import onceforall.demo
+
+    seen = {}
+
+    def fake_run_demo(out, preset, *, family, backend, progress):
+        seen.update(preset=preset, family=family)
+        return {"picks": []}
+
+    monkeypatch.setattr(onceforall.demo, "run_demo", fake_run_demo)
+    argv = ["demo", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]
+    assert cli_main([*argv, "--family", "mbv3"]) == 0
+    assert seen == {"preset": "smoke", "family": "mbv3"}
+    assert cli_main(argv) == 0 and seen["family"] is None  # the preset's own family
+    with pytest.raises(SystemExit):
+        cli_main([*argv, "--family", "nope"])
