@@ -1,8 +1,9 @@
 """Architectures and the spaces they live in.
 
 An :class:`ArchConfig` names one subnet of a supernet: the input resolution, how many blocks run in
-each stage, and the kernel size and expand ratio of each block that runs. Blocks skipped by depth
-carry no choices at all, so two archs that build the same network are equal and hash equal.
+each stage, and the kernel size and expand ratio of each block that runs; where a family has them,
+width multipliers and the depth of an elastic stem. Blocks skipped by depth carry no choices at all,
+so two archs that build the same network are equal and hash equal.
 
 A :class:`SearchSpace` holds the choice sets. It samples, mutates, crosses over, checks membership,
 counts its size and encodes archs as feature vectors. Each progressive-shrinking phase is a narrower
@@ -11,7 +12,8 @@ space made with :meth:`SearchSpace.restrict`.
 The string form is compact and shell-safe (no brackets or spaces)::
 
     r28-k3e4,k5e6_k7e3,k3e3,k5e4_...    # resolution 28; stages split by "_", blocks by ","
-    r28-w1,0.8-k3e4,k5e6_...             # with per-stage width multipliers, where a family has them
+    r28-w1,0.8-k3e4,k5e6_...             # with width multipliers, where a family has them
+    r224-s3-w1,1,0.8,1,1,1-k3e0.25,...   # and an elastic stem running 3 layers ("s": stem depth)
 """
 
 from __future__ import annotations
@@ -82,10 +84,12 @@ class ArchConfig:
     Args:
         resolution: input image side in pixels.
         depths: number of blocks that run in each stage.
-        kernel_sizes: per stage, the depthwise kernel size of each running block
+        kernel_sizes: per stage, the (depthwise) kernel size of each running block
             (``len(kernel_sizes[s]) == depths[s]``).
         expand_ratios: per stage, the expand ratio of each running block.
-        width_mults: per-stage width multipliers, for families with elastic width; ``()`` otherwise.
+        width_mults: width multipliers, for families with elastic width; ``()`` otherwise. Which
+            layers each one scales is the family's choice (one per stage, by default).
+        stem_depth: layers the stem runs, for families with an elastic stem; ``None`` otherwise.
 
     Validation here covers what is wrong in any space (shapes, signs, even kernels); whether the
     values belong to a particular supernet is checked by :meth:`SearchSpace.validate`.
@@ -96,6 +100,7 @@ class ArchConfig:
     kernel_sizes: tuple[tuple[int, ...], ...]
     expand_ratios: tuple[tuple[float, ...], ...]
     width_mults: tuple[float, ...] = ()
+    stem_depth: int | None = None
 
     def __post_init__(self) -> None:
         # Normalise containers and numbers: equality and hashing ignore list-vs-tuple and 4-vs-4.0.
@@ -105,6 +110,7 @@ class ArchConfig:
             es = tuple(tuple(float(e) for e in stage) for stage in self.expand_ratios)
             ws = tuple(float(w) for w in self.width_mults)
             res = int(self.resolution)
+            stem = None if self.stem_depth is None else int(self.stem_depth)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"ArchConfig fields must be numbers or sequences of them: {exc}"
@@ -114,6 +120,7 @@ class ArchConfig:
         object.__setattr__(self, "kernel_sizes", ks)
         object.__setattr__(self, "expand_ratios", es)
         object.__setattr__(self, "width_mults", ws)
+        object.__setattr__(self, "stem_depth", stem)
         if res <= 0:
             raise ValueError(f"resolution={res} must be a positive number of pixels")
         if len(ks) != len(depths) or len(es) != len(depths):
@@ -138,10 +145,14 @@ class ArchConfig:
         for s, w in enumerate(ws):
             if not w > 0:
                 raise ValueError(f"width_mults[{s}]={w} must be > 0")
+        if stem is not None and stem <= 0:
+            raise ValueError(f"stem_depth={stem} must be a positive number of layers (or None)")
 
     # ---------------------------------------------------------------- string and JSON forms
     def __str__(self) -> str:
         parts = [f"r{self.resolution}"]
+        if self.stem_depth is not None:
+            parts.append(f"s{self.stem_depth}")
         if self.width_mults:
             parts.append("w" + ",".join(_fmt(w) for w in self.width_mults))
         stages = (
@@ -164,15 +175,23 @@ class ArchConfig:
         if not isinstance(text, str):
             raise ValueError(f"arch string must be a str, got {type(text).__name__}")
         parts = text.strip().split("-")
-        if len(parts) not in (2, 3) or not re.fullmatch(r"r\d+", parts[0]):
+        if not 2 <= len(parts) <= 4 or not re.fullmatch(r"r\d+", parts[0]):
             raise ValueError(f"malformed arch string {text!r}: {expected}")
         width_mults: tuple[float, ...] = ()
-        if len(parts) == 3:
-            if not re.fullmatch(r"w\d+(\.\d+)?(,\d+(\.\d+)?)*", parts[1]):
+        stem_depth: int | None = None
+        # Optional parts between resolution and blocks, in this order: stem depth, widths.
+        optional = parts[1:-1]
+        if optional and re.fullmatch(r"s\d+", optional[0]):
+            stem_depth = int(optional.pop(0)[1:])
+        if optional:
+            if not re.fullmatch(r"w\d+(\.\d+)?(,\d+(\.\d+)?)*", optional[0]):
                 raise ValueError(
-                    f"malformed width part {parts[1]!r} in {text!r}: expected 'w1,0.8'"
+                    f"malformed part {optional[0]!r} in {text!r}: expected a stem depth 's3' "
+                    "and/or widths 'w1,0.8', in that order"
                 )
-            width_mults = tuple(float(w) for w in parts[1][1:].split(","))
+            width_mults = tuple(float(w) for w in optional.pop(0)[1:].split(","))
+        if optional:
+            raise ValueError(f"malformed arch string {text!r}: {expected}")
         kernel_sizes, expand_ratios = [], []
         for stage in parts[-1].split("_"):
             if stage == "0":
@@ -190,17 +209,21 @@ class ArchConfig:
             kernel_sizes=tuple(kernel_sizes),
             expand_ratios=tuple(expand_ratios),
             width_mults=width_mults,
+            stem_depth=stem_depth,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (lists, ints and floats only)."""
-        return {
+        """JSON-ready dict (lists, ints and floats only; ``stem_depth`` only where set)."""
+        out: dict[str, Any] = {
             "resolution": self.resolution,
             "depths": list(self.depths),
             "kernel_sizes": [list(s) for s in self.kernel_sizes],
             "expand_ratios": [list(s) for s in self.expand_ratios],
             "width_mults": list(self.width_mults),
         }
+        if self.stem_depth is not None:
+            out["stem_depth"] = self.stem_depth
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
@@ -224,16 +247,23 @@ class ArchConfig:
 class SearchSpace:
     """The choice sets of a supernet: every arch it can run.
 
-    All stages share the same choice sets (as in the Once-for-All spaces); ``max(depths)`` blocks
-    per stage exist in the supernet. Choice tuples are kept sorted ascending.
+    All stages share the same choice sets (as in the Once-for-All spaces). Stage ``s`` runs
+    ``base_depths[s] + d`` blocks for ``d`` in ``depths`` (the base is 0 unless a family sets one,
+    as OFA-ResNet's extra blocks {0, 1, 2} on top of ResNet-50's 2, 2, 4, 2), so
+    :attr:`stage_max_depths` blocks per stage exist in the supernet. Choice tuples are kept sorted
+    ascending.
 
     Args:
         num_stages: number of elastic stages.
-        kernel_sizes: depthwise kernel size choices.
+        kernel_sizes: (depthwise) kernel size choices.
         expand_ratios: expand ratio choices.
-        depths: blocks-per-stage choices.
+        depths: choices of blocks per stage on top of its base depth.
         resolutions: input resolution choices.
-        width_mults: per-stage width multiplier choices; ``()`` for families without elastic width.
+        width_mults: width multiplier choices; ``()`` for families without elastic width.
+        base_depths: blocks every stage runs at least, one per stage; ``()`` means all 0.
+        num_widths: width multipliers per arch, each chosen from ``width_mults``; 0 means one per
+            stage where the space has elastic width (a family may add more, e.g. for its stem).
+        stem_depths: choices of the number of stem layers, for families with an elastic stem.
     """
 
     num_stages: int
@@ -242,6 +272,9 @@ class SearchSpace:
     depths: tuple[int, ...]
     resolutions: tuple[int, ...]
     width_mults: tuple[float, ...] = ()
+    base_depths: tuple[int, ...] = ()
+    num_widths: int = 0
+    stem_depths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         canon = {
@@ -250,15 +283,29 @@ class SearchSpace:
             "depths": tuple(sorted({int(d) for d in self.depths})),
             "resolutions": tuple(sorted({int(r) for r in self.resolutions})),
             "width_mults": tuple(sorted({float(w) for w in self.width_mults})),
+            "stem_depths": tuple(sorted({int(d) for d in self.stem_depths})),
         }
         for name, values in canon.items():
             object.__setattr__(self, name, values)
-            if name != "width_mults" and not values:
+            if name not in ("width_mults", "stem_depths") and not values:
                 raise ValueError(f"SearchSpace.{name} must hold at least one choice")
         if self.num_stages <= 0:
             raise ValueError(f"num_stages={self.num_stages} must be positive")
         if self.depths[0] < 0:
             raise ValueError(f"depths={self.depths} must be >= 0")
+        base = tuple(int(b) for b in self.base_depths) or (0,) * self.num_stages
+        if len(base) != self.num_stages or min(base) < 0:
+            raise ValueError(
+                f"base_depths={base} must give one number >= 0 per stage ({self.num_stages})"
+            )
+        object.__setattr__(self, "base_depths", base)
+        num_widths = int(self.num_widths) or (self.num_stages if self.width_mults else 0)
+        if num_widths < 0 or bool(num_widths) != bool(self.width_mults):
+            raise ValueError(
+                f"num_widths={self.num_widths} needs width_mults choices (got "
+                f"{self.width_mults}), and width_mults need num_widths >= 0"
+            )
+        object.__setattr__(self, "num_widths", num_widths)
         # Probe the choices through ArchConfig's own checks once (odd kernels, positive values).
         ArchConfig(
             self.resolutions[0],
@@ -266,25 +313,37 @@ class SearchSpace:
             ((self.kernel_sizes[0],),),
             ((self.expand_ratios[0],),),
             self.width_mults[:1],
+            self.stem_depths[0] if self.stem_depths else None,
         )
 
     # ---------------------------------------------------------------- structure
     @property
+    def stage_depths(self) -> tuple[tuple[int, ...], ...]:
+        """Per stage, the allowed numbers of running blocks (``base_depths[s] + depths``)."""
+        return tuple(tuple(b + d for d in self.depths) for b in self.base_depths)
+
+    @property
+    def stage_max_depths(self) -> tuple[int, ...]:
+        """Per stage, the number of blocks the supernet holds."""
+        return tuple(b + self.depths[-1] for b in self.base_depths)
+
+    @property
     def max_depth(self) -> int:
-        return self.depths[-1]
+        """The most blocks any stage holds."""
+        return max(self.stage_max_depths)
 
     @property
     def num_slots(self) -> int:
-        """Number of block slots in the supernet (``num_stages * max_depth``)."""
-        return self.num_stages * self.max_depth
+        """Number of block slots in the supernet (``sum(stage_max_depths)``)."""
+        return sum(self.stage_max_depths)
 
     @property
     def size(self) -> int:
-        """Exact number of distinct subnets (archs that build different networks)."""
+        """Exact number of distinct archs (ArchConfigs that differ)."""
         per_block = len(self.kernel_sizes) * len(self.expand_ratios)
-        per_stage = sum(per_block**d for d in self.depths)
-        widths = len(self.width_mults) ** self.num_stages if self.width_mults else 1
-        return len(self.resolutions) * widths * per_stage**self.num_stages
+        stages = math.prod(sum(per_block**d for d in ds) for ds in self.stage_depths)
+        widths = len(self.width_mults) ** self.num_widths
+        return len(self.resolutions) * max(1, len(self.stem_depths)) * widths * stages
 
     def restrict(self, **choices: Iterable[float]) -> SearchSpace:
         """A narrower space, e.g. ``space.restrict(kernel_sizes=(7,), depths=(4,))``.
@@ -292,7 +351,14 @@ class SearchSpace:
         Raises:
             ValueError: for an unknown dimension or a choice this space does not have.
         """
-        dims = ("kernel_sizes", "expand_ratios", "depths", "resolutions", "width_mults")
+        dims = (
+            "kernel_sizes",
+            "expand_ratios",
+            "depths",
+            "resolutions",
+            "width_mults",
+            "stem_depths",
+        )
         for name, values in choices.items():
             if name not in dims:
                 raise ValueError(f"cannot restrict unknown dimension {name!r}; choose from {dims}")
@@ -321,17 +387,24 @@ class SearchSpace:
             errs.append(f"depths has {len(arch.depths)} stages; this space has {self.num_stages}")
             return errs
         if self.width_mults:
-            if len(arch.width_mults) != self.num_stages:
+            if len(arch.width_mults) != self.num_widths:
                 errs.append(
                     f"width_mults has {len(arch.width_mults)} entries; this space needs "
-                    f"{self.num_stages} (one per stage) from {self.width_mults}"
+                    f"{self.num_widths} from {self.width_mults}"
                 )
-            for s, w in enumerate(arch.width_mults[: self.num_stages]):
+            for s, w in enumerate(arch.width_mults[: self.num_widths]):
                 check(f"width_mults[{s}]", w, self.width_mults)
         elif arch.width_mults:
             errs.append(f"width_mults={arch.width_mults} given but this space has no elastic width")
-        for s in range(self.num_stages):
-            check(f"depths[{s}]", arch.depths[s], self.depths)
+        if self.stem_depths:
+            if arch.stem_depth is None:
+                errs.append(f"stem_depth missing; this space needs one of {self.stem_depths}")
+            else:
+                check("stem_depth", arch.stem_depth, self.stem_depths)
+        elif arch.stem_depth is not None:
+            errs.append(f"stem_depth={arch.stem_depth} given but this space has no elastic stem")
+        for s, allowed in enumerate(self.stage_depths):
+            check(f"depths[{s}]", arch.depths[s], allowed)
             for b, k in enumerate(arch.kernel_sizes[s]):
                 check(f"kernel_sizes[{s}][{b}]", k, self.kernel_sizes)
             for b, e in enumerate(arch.expand_ratios[s]):
@@ -361,6 +434,7 @@ class SearchSpace:
         kernel_sizes: Sequence[Sequence[int]],
         expand_ratios: Sequence[Sequence[float]],
         width_mults: Sequence[float] = (),
+        stem_depth: int | None = None,
     ) -> ArchConfig:
         """Build an arch and validate it against this space in one step."""
         return self.validate(
@@ -370,6 +444,7 @@ class SearchSpace:
                 tuple(map(tuple, kernel_sizes)),
                 tuple(map(tuple, expand_ratios)),
                 tuple(width_mults),
+                stem_depth,
             )
         )
 
@@ -379,13 +454,14 @@ class SearchSpace:
 
     # ---------------------------------------------------------------- named archs
     def _uniform(self, pick: int) -> ArchConfig:
-        d = self.depths[pick]
+        depths = tuple(ds[pick] for ds in self.stage_depths)
         return ArchConfig(
             self.resolutions[pick],
-            (d,) * self.num_stages,
-            ((self.kernel_sizes[pick],) * d,) * self.num_stages,
-            ((self.expand_ratios[pick],) * d,) * self.num_stages,
-            (self.width_mults[pick],) * self.num_stages if self.width_mults else (),
+            depths,
+            tuple((self.kernel_sizes[pick],) * d for d in depths),
+            tuple((self.expand_ratios[pick],) * d for d in depths),
+            (self.width_mults[pick],) * self.num_widths if self.width_mults else (),
+            self.stem_depths[pick] if self.stem_depths else None,
         )
 
     def largest(self) -> ArchConfig:
@@ -410,15 +486,16 @@ class SearchSpace:
         """
         g = _Draws(as_generator(generator))
         res = g.pick(self.resolutions)
-        widths = tuple(g.pick(self.width_mults) for _ in self.width_mults[:1] * self.num_stages)
+        widths = tuple(g.pick(self.width_mults) for _ in range(self.num_widths))
+        stem = g.pick(self.stem_depths) if self.stem_depths else None
         depths, ks, es = [], [], []
-        for _ in range(self.num_stages):
-            d = g.pick(self.depths)
+        for base in self.base_depths:
+            d = base + g.pick(self.depths)
             k, e = self._sample_blocks(d, g)
             depths.append(d)
             ks.append(k)
             es.append(e)
-        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths, stem)
 
     def mutate(
         self, arch: ArchConfig, prob: float = 0.1, generator: torch.Generator | int | None = None
@@ -431,9 +508,12 @@ class SearchSpace:
         g = _Draws(as_generator(generator))
         res = g.pick(self.resolutions) if g.coin(prob) else arch.resolution
         widths = tuple(g.pick(self.width_mults) if g.coin(prob) else w for w in arch.width_mults)
+        stem = arch.stem_depth
+        if self.stem_depths and g.coin(prob):
+            stem = g.pick(self.stem_depths)
         depths, ks, es = [], [], []
-        for s in range(self.num_stages):
-            d = g.pick(self.depths) if g.coin(prob) else arch.depths[s]
+        for s, base in enumerate(self.base_depths):
+            d = base + g.pick(self.depths) if g.coin(prob) else arch.depths[s]
             k = [g.pick(self.kernel_sizes) if g.coin(prob) else v for v in arch.kernel_sizes[s]]
             e = [g.pick(self.expand_ratios) if g.coin(prob) else v for v in arch.expand_ratios[s]]
             if d > len(k):
@@ -443,7 +523,7 @@ class SearchSpace:
             depths.append(d)
             ks.append(tuple(k[:d]))
             es.append(tuple(e[:d]))
-        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths, stem)
 
     def crossover(
         self, a: ArchConfig, b: ArchConfig, generator: torch.Generator | int | None = None
@@ -461,6 +541,7 @@ class SearchSpace:
 
         res = either(a.resolution, b.resolution)
         widths = tuple(either(x, y) for x, y in zip(a.width_mults, b.width_mults, strict=True))
+        stem = either(a.stem_depth, b.stem_depth) if self.stem_depths else None
         depths, ks, es = [], [], []
         for s in range(self.num_stages):
             d = either(a.depths[s], b.depths[s])
@@ -474,7 +555,7 @@ class SearchSpace:
             depths.append(d)
             ks.append(tuple(k))
             es.append(tuple(e))
-        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths)
+        return ArchConfig(res, tuple(depths), tuple(ks), tuple(es), widths, stem)
 
     # ---------------------------------------------------------------- encoding
     @property
@@ -484,7 +565,8 @@ class SearchSpace:
         return (
             self.num_slots * per_slot
             + len(self.resolutions)
-            + self.num_stages * len(self.width_mults)
+            + self.num_widths * len(self.width_mults)
+            + len(self.stem_depths)
         )
 
     def encode(self, arch: ArchConfig) -> torch.Tensor:
@@ -492,7 +574,8 @@ class SearchSpace:
 
         Layout: for each block slot (stage-major), a one-hot kernel size then a one-hot expand
         ratio, all zeros for a slot skipped by depth (so depth is implied); then a one-hot
-        resolution; then, for families with elastic width, a one-hot width per stage.
+        resolution; then, for families with elastic width, a one-hot per width multiplier; then,
+        for families with an elastic stem, a one-hot stem depth.
 
         Returns:
             Tensor of shape ``(encoding_size,)``, float32.
@@ -512,8 +595,8 @@ class SearchSpace:
         nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
         out = [0.0] * self.encoding_size
         pos = 0
-        for s in range(self.num_stages):
-            for b in range(self.max_depth):
+        for s, slots in enumerate(self.stage_max_depths):
+            for b in range(slots):
                 if b < arch.depths[s]:
                     out[pos + self.kernel_sizes.index(arch.kernel_sizes[s][b])] = 1.0
                     out[pos + nk + self.expand_ratios.index(arch.expand_ratios[s][b])] = 1.0
@@ -523,6 +606,8 @@ class SearchSpace:
         for w in arch.width_mults:
             out[pos + self.width_mults.index(w)] = 1.0
             pos += len(self.width_mults)
+        if self.stem_depths:
+            out[pos + self.stem_depths.index(arch.stem_depth)] = 1.0
         return out
 
     # ---------------------------------------------------------------- enumeration
@@ -536,26 +621,25 @@ class SearchSpace:
             raise ValueError(f"space has {self.size} archs, more than limit={limit}; restrict it")
         blocks = list(itertools.product(self.kernel_sizes, self.expand_ratios))
         stage_opts = [
-            (d, combo) for d in self.depths for combo in itertools.product(blocks, repeat=d)
+            [(d, combo) for d in ds for combo in itertools.product(blocks, repeat=d)]
+            for ds in self.stage_depths
         ]
-        width_opts = (
-            list(itertools.product(self.width_mults, repeat=self.num_stages))
-            if self.width_mults
-            else [()]
-        )
+        width_opts = list(itertools.product(self.width_mults, repeat=self.num_widths))
         out = []
         for r in self.resolutions:
-            for w in width_opts:
-                for stages in itertools.product(stage_opts, repeat=self.num_stages):
-                    out.append(
-                        ArchConfig(
-                            r,
-                            tuple(d for d, _ in stages),
-                            tuple(tuple(k for k, _ in combo) for _, combo in stages),
-                            tuple(tuple(e for _, e in combo) for _, combo in stages),
-                            w,
+            for stem in self.stem_depths or (None,):
+                for w in width_opts:
+                    for stages in itertools.product(*stage_opts):
+                        out.append(
+                            ArchConfig(
+                                r,
+                                tuple(d for d, _ in stages),
+                                tuple(tuple(k for k, _ in combo) for _, combo in stages),
+                                tuple(tuple(e for _, e in combo) for _, combo in stages),
+                                w,
+                                stem,
+                            )
                         )
-                    )
         return out
 
     def describe(self) -> str:
@@ -567,8 +651,12 @@ class SearchSpace:
             f"depth {{{', '.join(map(_fmt, self.depths))}}}",
             f"resolution {{{', '.join(map(_fmt, self.resolutions))}}}",
         ]
+        if any(self.base_depths):
+            parts[3] = f"depth ({', '.join(map(str, self.base_depths))}) + {parts[3][6:]}"
         if self.width_mults:
-            parts.append(f"width {{{', '.join(map(_fmt, self.width_mults))}}}")
+            parts.append(f"width {{{', '.join(map(_fmt, self.width_mults))}}} x {self.num_widths}")
+        if self.stem_depths:
+            parts.append(f"stem depth {{{', '.join(map(_fmt, self.stem_depths))}}}")
         return ", ".join(parts) + f": {self.size:.3e} subnets ({math.log10(self.size):.1f} digits)"
 
 
@@ -585,20 +673,23 @@ class _BatchEncoder:
         self.per = nk + len(space.expand_ratios)
         self.k = {k: i for i, k in enumerate(space.kernel_sizes)}
         self.e = {e: nk + i for i, e in enumerate(space.expand_ratios)}
-        self.bases = [s * space.max_depth * self.per for s in range(space.num_stages)]
+        slots = space.stage_max_depths
+        self.bases = [sum(slots[:s]) * self.per for s in range(space.num_stages)]
         off = space.num_slots * self.per
         self.res = {r: off + i for i, r in enumerate(space.resolutions)}
         off += len(space.resolutions)
         nw = len(space.width_mults)
         self.w = [
             {w: off + s * nw + i for i, w in enumerate(space.width_mults)}
-            for s in range(space.num_stages if nw else 0)
+            for s in range(space.num_widths)
         ]
-        self.depths = set(space.depths)
+        off += space.num_widths * nw
+        self.stem = {d: off + i for i, d in enumerate(space.stem_depths)}
+        self.depths = [set(ds) for ds in space.stage_depths]
         self.memo: dict[tuple, list[int]] = {}
 
     def _stage(self, s: int, ks: tuple[int, ...], es: tuple[float, ...]) -> list[int]:
-        if len(ks) not in self.depths:
+        if len(ks) not in self.depths[s]:
             raise KeyError(len(ks))
         base, per = self.bases[s], self.per
         cols = []
@@ -619,6 +710,10 @@ class _BatchEncoder:
                 c = memo[key] = self._stage(key[0], *key[1])
             cols += c
         cols += [m[w] for m, w in zip(self.w, a.width_mults, strict=True)]
+        if self.stem:
+            cols.append(self.stem[a.stem_depth])
+        elif a.stem_depth is not None:
+            raise KeyError("stem_depth")
         return cols
 
     def __call__(self, archs: Sequence[ArchConfig]) -> torch.Tensor:

@@ -57,7 +57,8 @@ class PhaseConfig:
     """One phase of the schedule: a narrower search space trained for some epochs.
 
     Choice lists left ``None`` keep the supernet's full set for that dimension, except that
-    ``largest_only`` pins kernel, expand and depth to their maxima (the full-network phase).
+    ``largest_only`` pins kernel, expand, depth, width and stem depth (where the family has them)
+    to their maxima (the full-network phase).
     """
 
     name: str
@@ -72,9 +73,11 @@ class PhaseConfig:
     expand_ratios: list[float] | None = None
     depths: list[int] | None = None
     resolutions: list[int] | None = None
+    width_mults: list[float] | None = None  # for families with elastic width
+    stem_depths: list[int] | None = None  # for families with an elastic stem
     distill: bool = True  # distil from the teacher (ignored before a teacher exists)
     train_kernel_transforms: bool | None = None  # None: only in phases with elastic kernel
-    sort_channels: bool | None = None  # None: when the phase opens new expand ratios
+    sort_channels: bool | None = None  # None: when the phase opens new expand ratios or widths
 
 
 @dataclass

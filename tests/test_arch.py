@@ -242,3 +242,126 @@ def test_fast_batch_encoding_equals_the_reference_encoding(space):
     outside = space.restrict(resolutions=space.resolutions[:1])
     with pytest.raises(ValueError, match="resolution"):
         outside.encode_batch([space.largest()])
+
+
+# ---------------------------------------------------------------- base depths, widths, stem
+# A ResNet-like space: one kernel size, stages of 1-2 and 2-3 blocks (base depths 1 and 2 plus
+# {0, 1} extra), three width multipliers (say, the stem and two stages) and a stem of 2 or 3 layers.
+RES = SearchSpace(
+    2, (3,), (0.25, 0.35), (0, 1), (24, 28), (0.65, 1.0), base_depths=(1, 2), num_widths=3,
+    stem_depths=(2, 3),
+)  # fmt: skip
+
+
+def _brute_force_res_size(space: SearchSpace) -> int:
+    """Count distinct archs from the reference's redundant form: every slot of every stage has a
+    choice, depth is an index into the extra-depth list, widths and stem always present."""
+    slots = space.stage_max_depths
+    per_stage = [
+        list(
+            itertools.product(
+                space.depths,
+                itertools.product(space.kernel_sizes, repeat=n),
+                itertools.product(space.expand_ratios, repeat=n),
+            )
+        )
+        for n in slots
+    ]
+    seen = set()
+    for r, stem in itertools.product(space.resolutions, space.stem_depths):
+        for w in itertools.product(space.width_mults, repeat=space.num_widths):
+            for stages in itertools.product(*per_stage):
+                depths = [b + d for b, (d, _, _) in zip(space.base_depths, stages, strict=True)]
+                seen.add(
+                    ArchConfig(
+                        r,
+                        tuple(depths),
+                        tuple(k[:d] for d, (_, k, _) in zip(depths, stages, strict=True)),
+                        tuple(e[:d] for d, (_, _, e) in zip(depths, stages, strict=True)),
+                        w,
+                        stem,
+                    )
+                )
+    return len(seen)
+
+
+def test_base_depths_widths_and_stem_structure():
+    assert RES.stage_depths == ((1, 2), (2, 3)) and RES.stage_max_depths == (2, 3)
+    assert RES.num_slots == 5 and RES.max_depth == 3
+    big, small = RES.largest(), RES.smallest()
+    assert big.depths == (2, 3) and small.depths == (1, 2)
+    assert big.width_mults == (1.0,) * 3 and small.width_mults == (0.65,) * 3
+    assert (big.stem_depth, small.stem_depth) == (3, 2)
+    assert str(big) == "r28-s3-w1,1,1-k3e0.35,k3e0.35_k3e0.35,k3e0.35,k3e0.35"
+    # Defaults: base 0 per stage, one width per stage where width is elastic, no stem.
+    assert SPACE.base_depths == (0,) * 5 and SPACE.num_widths == 0 and SPACE.stem_depths == ()
+    assert WIDE.num_widths == 2 and SearchSpace(**vars(RES)) == RES
+    assert "stem depth {2, 3}" in RES.describe() and "depth (1, 2) + {0, 1}" in RES.describe()
+
+
+def test_base_depths_widths_and_stem_round_trips_and_size():
+    archs = RES.enumerate()
+    assert len(set(archs)) == RES.size == _brute_force_res_size(RES)
+    assert RES.size == 2 * 2 * 2**3 * (2 + 4) * (4 + 8)
+    for arch in archs[::7]:
+        assert ArchConfig.parse(str(arch)) == arch and RES.parse(str(arch)) == arch
+        assert ArchConfig.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
+    assert "stem_depth" not in TINY.largest().to_dict()  # unchanged JSON for stem-less families
+    assert ArchConfig.parse("r28-s2-k3e3") == ArchConfig(28, (1,), ((3,),), ((3,),), (), 2)
+    with pytest.raises(ValueError, match="malformed part 'x2'"):
+        ArchConfig.parse("r28-s2-x2-k3e3")
+    with pytest.raises(ValueError, match="malformed"):
+        ArchConfig.parse("r28-w1-s2-k3e3")  # canonical order only: stem depth, then widths
+    with pytest.raises(ValueError, match="stem_depth=0 must be a positive"):
+        ArchConfig(28, (1,), ((3,),), ((3,),), (), 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("r28-s3-w1,1,1-k3e0.25_k3e0.25", r"depths\[1\]=1 is not one of the allowed choices "
+         r"\('2', '3'\)"),
+        ("r28-s4-w1,1,1-k3e0.25_k3e0.25,k3e0.25", r"stem_depth=4 is not one of the allowed "
+         r"choices \('2', '3'\)"),
+        ("r28-w1,1,1-k3e0.25_k3e0.25,k3e0.25", "stem_depth missing"),
+        ("r28-s3-w1,1-k3e0.25_k3e0.25,k3e0.25", "width_mults has 2 entries; this space needs 3"),
+        ("r28-s3-w1,1,0.8-k3e0.25_k3e0.25,k3e0.25", r"width_mults\[2\]=0.8 is not one of"),
+        ("r28-s3-w1,1,1-k5e0.25_k3e0.25,k3e0.25", r"kernel_sizes\[0\]\[0\]=5 is not one of the "
+         r"allowed choices \('3',\)"),
+    ],
+)  # fmt: skip
+def test_base_depths_widths_and_stem_validation(text, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RES.parse(text)
+    with pytest.raises(ValueError, match="this space has no elastic stem"):
+        TINY.validate(ArchConfig.parse("r28-s3-k3e3_k3e3"))
+    with pytest.raises(ValueError, match="base_depths"):
+        SearchSpace(2, (3,), (1,), (0, 1), (28,), base_depths=(1,))
+    with pytest.raises(ValueError, match="num_widths"):
+        SearchSpace(2, (3,), (1,), (0, 1), (28,), num_widths=3)
+
+
+def test_base_depths_widths_and_stem_sampling_evolution_encoding():
+    g = torch.Generator().manual_seed(0)
+    seen = {RES.sample(g) for _ in range(60000)}  # the rarest arch has probability 1/4096
+    assert len(seen) == RES.size, "uniform per dimension: every arch of a tiny space turns up"
+    parents = [RES.sample(g) for _ in range(40)]
+    for a, b in itertools.pairwise(parents):
+        m = RES.mutate(a, 0.5, torch.Generator().manual_seed(3))
+        c = RES.crossover(a, b, torch.Generator().manual_seed(3))
+        assert m in RES and c in RES and c.stem_depth in (a.stem_depth, b.stem_depth)
+        pairs = zip(c.width_mults, a.width_mults, b.width_mults, strict=True)
+        assert all(w in (x, y) for w, x, y in pairs)
+    assert {RES.mutate(parents[0], 1.0, g).stem_depth for _ in range(50)} == {2, 3}
+    # 5 slots x (1 kernel + 2 expand) + 2 resolutions + 3 widths x 2 + 2 stem depths
+    assert RES.encoding_size == 5 * 3 + 2 + 3 * 2 + 2
+    archs = RES.enumerate()
+    enc = RES.encode_batch(archs)
+    assert enc.shape == (RES.size, RES.encoding_size)
+    assert len({tuple(row.tolist()) for row in enc}) == RES.size, "encodings are injective"
+    reference = torch.tensor([RES.encode_list(a) for a in archs[::11]])
+    assert torch.equal(enc[::11], reference)
+    assert RES.encode(RES.largest())[-2:].tolist() == [0, 1]  # stem one-hot last
+    narrow = RES.restrict(stem_depths=(3,), width_mults=(1.0,), depths=(1,))
+    assert narrow.size == 2 * 2**2 * 2**3 and narrow.largest() == RES.largest()
+    assert narrow.smallest().depths == (2, 3) and narrow.smallest().stem_depth == 3

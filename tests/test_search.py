@@ -29,6 +29,11 @@ from onceforall.search import (
 # 800 archs: small enough to brute-force, big enough that a search must work for its optimum.
 TINY = ofa.SearchSpace(2, (3, 5), (3, 6), (1, 2), (24, 28))
 TINY_WIDTH = ofa.SearchSpace(2, (3, 5), (3, 4, 6), (0, 1, 2), (24,), width_mults=(0.5, 1.0))
+# ResNet-like: one kernel, base depths per stage, a stem width and an elastic stem.
+TINY_STEM = ofa.SearchSpace(
+    2, (3,), (0.25, 0.35), (0, 1), (24,), (0.65, 1.0), base_depths=(1, 2), num_widths=3,
+    stem_depths=(2, 3),
+)  # fmt: skip
 
 
 def _linear_accuracy(space: ofa.SearchSpace, seed: int = 0):
@@ -81,7 +86,9 @@ def net() -> ofa.Supernet:
 
 
 # ---------------------------------------------------------------- encoding
-@pytest.mark.parametrize("space", [TINY, TINY_WIDTH], ids=["tiny", "tiny_width"])
+@pytest.mark.parametrize(
+    "space", [TINY, TINY_WIDTH, TINY_STEM], ids=["tiny", "tiny_width", "tiny_stem"]
+)
 def test_integer_encoding_round_trips_every_arch(space):
     enc = IntegerEncoding(space)
     archs = space.enumerate()

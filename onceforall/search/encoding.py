@@ -3,10 +3,12 @@
 Built only from :class:`~onceforall.arch.SearchSpace`'s public choice sets. Gene layout::
 
     [depth index per stage] [kernel index per slot] [expand index per slot] [resolution index]
-    [width index per stage]          # only when the space has elastic width
+    [width index per width multiplier]   # only when the space has elastic width
+    [stem depth index]                   # only when the space has an elastic stem
 
-Slots are stage-major (``stage * max_depth + block``). Blocks beyond a stage's depth do not exist,
-so their genes are ignored by :meth:`IntegerEncoding.decode` and written as 0 by
+Slots are stage-major (stage ``s`` holds ``space.stage_max_depths[s]`` of them); depth genes index
+``space.depths``, blocks on top of the stage's base depth. Blocks beyond a stage's depth do not
+exist, so their genes are ignored by :meth:`IntegerEncoding.decode` and written as 0 by
 :meth:`IntegerEncoding.encode`: ``decode(encode(a)) == a`` for every arch, and ``encode`` is a
 bijection onto the *canonical* vectors (ignored genes 0).
 """
@@ -32,24 +34,34 @@ class IntegerEncoding:
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
         s, slots = space.num_stages, space.num_slots
-        self._nw = s if space.width_mults else 0
-        # Gene offsets of each field.
+        self._nw = space.num_widths
+        # Gene offsets of each field; slot offset of each stage.
         self._k0 = s
         self._e0 = s + slots
         self._r = s + 2 * slots
         self._w0 = self._r + 1
+        self._stem = self._w0 + self._nw if space.stem_depths else None
+        self._slot0 = np.cumsum((0, *space.stage_max_depths))[:-1].tolist()
         sizes = (
             [len(space.depths)] * s
             + [len(space.kernel_sizes)] * slots
             + [len(space.expand_ratios)] * slots
             + [len(space.resolutions)]
             + [len(space.width_mults)] * self._nw
+            + [len(space.stem_depths)] * (self._stem is not None)
         )
         self.upper = np.array(sizes, dtype=np.int64) - 1
         """Largest value of each gene (the smallest is 0), shape ``(num_genes,)``."""
         self._index = {
             name: {v: i for i, v in enumerate(getattr(space, name))}
-            for name in ("depths", "kernel_sizes", "expand_ratios", "resolutions", "width_mults")
+            for name in (
+                "depths",
+                "kernel_sizes",
+                "expand_ratios",
+                "resolutions",
+                "width_mults",
+                "stem_depths",
+            )
         }
 
     @property
@@ -69,15 +81,16 @@ class IntegerEncoding:
         sp, idx = self.space, self._index
         sp.validate(arch)
         x = np.zeros(self.num_genes, dtype=np.int64)
-        md = sp.max_depth
         for s, d in enumerate(arch.depths):
-            x[s] = idx["depths"][d]
+            x[s] = idx["depths"][d - sp.base_depths[s]]
             for b in range(d):
-                x[self._k0 + s * md + b] = idx["kernel_sizes"][arch.kernel_sizes[s][b]]
-                x[self._e0 + s * md + b] = idx["expand_ratios"][arch.expand_ratios[s][b]]
+                x[self._k0 + self._slot0[s] + b] = idx["kernel_sizes"][arch.kernel_sizes[s][b]]
+                x[self._e0 + self._slot0[s] + b] = idx["expand_ratios"][arch.expand_ratios[s][b]]
         x[self._r] = idx["resolutions"][arch.resolution]
         for s, w in enumerate(arch.width_mults):
             x[self._w0 + s] = idx["width_mults"][w]
+        if self._stem is not None:
+            x[self._stem] = idx["stem_depths"][arch.stem_depth]
         return x
 
     def encode_batch(self, archs: Sequence[ArchConfig]) -> np.ndarray:
@@ -118,7 +131,7 @@ class IntegerEncoding:
         """Archs of the rows of ``xs``, shape ``(n, num_genes)``."""
         xs = self._check(xs).tolist()
         sp = self.space
-        s_n, md = sp.num_stages, sp.max_depth
+        s_n, base, slot0 = sp.num_stages, sp.base_depths, self._slot0
         ks, es, ds, rs, ws = (
             sp.kernel_sizes,
             sp.expand_ratios,
@@ -128,25 +141,29 @@ class IntegerEncoding:
         )
         out = []
         for x in xs:
-            depths = tuple(ds[i] for i in x[:s_n])
+            depths = tuple(b + ds[i] for b, i in zip(base, x[:s_n], strict=True))
             kernels = tuple(
-                tuple(ks[i] for i in x[self._k0 + s * md : self._k0 + s * md + d])
+                tuple(ks[i] for i in x[self._k0 + slot0[s] : self._k0 + slot0[s] + d])
                 for s, d in enumerate(depths)
             )
             expands = tuple(
-                tuple(es[i] for i in x[self._e0 + s * md : self._e0 + s * md + d])
+                tuple(es[i] for i in x[self._e0 + slot0[s] : self._e0 + slot0[s] + d])
                 for s, d in enumerate(depths)
             )
             widths = tuple(ws[i] for i in x[self._w0 : self._w0 + self._nw])
-            out.append(ArchConfig(rs[x[self._r]], depths, kernels, expands, widths))
+            stem = None if self._stem is None else sp.stem_depths[x[self._stem]]
+            out.append(ArchConfig(rs[x[self._r]], depths, kernels, expands, widths, stem))
         return out
 
     def inactive(self, xs: np.ndarray) -> np.ndarray:
         """Boolean mask, shape of ``xs``: genes of blocks beyond their stage's depth (ignored)."""
         xs = self._check(np.atleast_2d(xs))
-        md, n_s = self.space.max_depth, self.space.num_stages
-        depth = np.asarray(self.space.depths)[xs[:, :n_s]]  # (n, stages)
-        unused = (np.arange(md)[None, None, :] >= depth[:, :, None]).reshape(len(xs), -1)
+        sp, n_s = self.space, self.space.num_stages
+        depth = np.asarray(sp.depths)[xs[:, :n_s]] + np.asarray(sp.base_depths)  # (n, stages)
+        # Per slot: its stage and its block index within the stage.
+        stage = np.repeat(np.arange(n_s), sp.stage_max_depths)
+        block = np.arange(sp.num_slots) - np.asarray(self._slot0)[stage]
+        unused = block[None, :] >= depth[:, stage]
         mask = np.zeros(xs.shape, dtype=bool)
         mask[:, self._k0 : self._e0] = unused
         mask[:, self._e0 : self._r] = unused

@@ -14,7 +14,9 @@ from onceforall.config import PhaseConfig, TrainConfig
 
 __all__ = ["Phase", "lr_at", "resolve_phases", "step_generator", "subnets_for_step"]
 
-_DIMS = ("kernel_sizes", "depths", "expand_ratios")
+# The elastic dimensions a phase can open (resolution is elastic in every phase); a family without
+# elastic width or stem has empty width_mults / stem_depths, which phases leave alone.
+_DIMS = ("kernel_sizes", "depths", "expand_ratios", "width_mults", "stem_depths")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def _phase_space(full: SearchSpace, p: PhaseConfig) -> SearchSpace:
         values = getattr(p, dim)
         if values is not None:
             choices[dim] = tuple(values)
-        elif p.largest_only and dim != "resolutions":
+        elif p.largest_only and dim != "resolutions" and getattr(full, dim):
             choices[dim] = (getattr(full, dim)[-1],)
     try:
         return full.restrict(**choices)
@@ -51,9 +53,10 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
 
     For ``progressive`` schedules, checks the paper's order: the first phase trains the full
     network, and every later phase keeps all choices of the one before (it only adds kernel
-    sizes, then depths, then expand ratios). Kernel transformation matrices train only in phases
-    with elastic kernel sizes until depth or width become elastic (then they are frozen), and
-    channels are re-sorted by importance before each phase that opens new expand ratios.
+    sizes, then depths, then expand ratios, then widths, where the family has them). Kernel
+    transformation matrices train only in phases with elastic kernel sizes until depth or width
+    become elastic (then they are frozen), and channels are re-sorted by importance before each
+    phase that opens new expand ratios or width multipliers.
 
     Raises:
         ValueError: naming the phase and the offending dimension.
@@ -62,10 +65,7 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
     phases = []
     for i, (p, space) in enumerate(zip(config.schedule.phases, spaces, strict=True)):
         if config.schedule.kind == "progressive":
-            if (
-                i == 0
-                and len(space.kernel_sizes) + len(space.depths) + len(space.expand_ratios) != 3
-            ):
+            if i == 0 and any(len(getattr(space, dim)) > 1 for dim in _DIMS):
                 raise ValueError(
                     f"bad phase order: the first phase ({p.name}) must train the full network "
                     "(largest_only: true); progressive shrinking starts from the largest subnet"
@@ -78,9 +78,9 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
                             f"bad phase order: phase {i} ({p.name}) has {dim}="
                             f"{getattr(space, dim)}, dropping choices of the previous phase's "
                             f"{getattr(prev, dim)}; progressive shrinking only adds choices "
-                            "(full network, then kernel, then depth, then expand)"
+                            "(full network, then kernel, then depth, then expand, then width)"
                         )
-        width_elastic = len(space.expand_ratios) > 1 or len(space.depths) > 1
+        width_elastic = any(len(getattr(space, dim)) > 1 for dim in _DIMS[1:])
         train_tf = p.train_kernel_transforms
         if train_tf is None:  # the paper: learned in the kernel phase, frozen afterwards
             train_tf = len(space.kernel_sizes) > 1 and (
@@ -88,7 +88,10 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
             )
         sort = p.sort_channels
         if sort is None:
-            sort = i > 0 and not set(space.expand_ratios) <= set(spaces[i - 1].expand_ratios)
+            sort = i > 0 and any(
+                not set(getattr(space, dim)) <= set(getattr(spaces[i - 1], dim))
+                for dim in ("expand_ratios", "width_mults")
+            )
         phases.append(Phase(i, p, space, bool(train_tf), bool(sort)))
     return phases
 
