@@ -46,10 +46,10 @@ def _archs(net: ofa.Supernet, n: int, seed: int = 0) -> list[ofa.ArchConfig]:
 
 # ---------------------------------------------------------------- layer specs of the family
 @torch.no_grad()
-def test_layer_specs_chain_like_the_extracted_subnet():
-    net = _small(resolutions=(24, 32))
+def test_layer_specs_chain_like_the_extracted_subnet(supernet):
+    net = supernet  # every registered family
     for arch in _archs(net, 4):
-        x = torch.randn(2, 1, arch.resolution, arch.resolution)
+        x = torch.randn(2, net.in_channels, arch.resolution, arch.resolution)
         h, layers = x, []
         for spec in net.layer_specs(arch):
             assert h.shape[1:] == spec.input_shape[1:], spec

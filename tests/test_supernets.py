@@ -42,7 +42,9 @@ def _archs(net: ofa.Supernet, n: int, seed: int = 0) -> list[ofa.ArchConfig]:
 
 
 def test_registry():
-    assert {"mbv3", "mbv3_small_images"} <= set(ofa.list_supernets())
+    assert {"mbv3", "mbv3_small_images", "proxyless", "proxyless_small_images"} <= set(
+        ofa.list_supernets()
+    )
     assert ofa.list_supernets("mbv3_small*") == ["mbv3_small_images"]
     with pytest.raises(ValueError, match="unknown supernet family 'nope'; choose from"):
         ofa.create_supernet("nope", num_classes=10)
@@ -230,6 +232,8 @@ def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig)
     for stage, ks, es in zip(net.stages, arch.kernel_sizes, arch.expand_ratios, strict=True):
         for block, k, e in zip(stage, ks, es, strict=False):
             x = block(x, k, e)
+    if net.last_block is not None:  # fixed: the space's largest choice
+        x = net.last_block(x, net.space.kernel_sizes[-1], net.space.expand_ratios[-1])
     x = net.final_expand(x).mean((2, 3), keepdim=True)
     return net.classifier(net.dropout(torch.flatten(net.feature_mix(x), 1)))
 

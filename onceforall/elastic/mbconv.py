@@ -47,7 +47,8 @@ class ElasticMBConv(nn.Module):
 
     ``forward(x, kernel_size, expand_ratio)`` runs ``make_divisible(in * expand_ratio)`` expanded
     channels (the first ones: :meth:`sort_channels` makes them the most important) and the given
-    depthwise kernel. Input and output widths are fixed per block, as in OFA-MobileNetV3.
+    depthwise kernel. Input and output widths are fixed per block, as in OFA-MobileNetV3 and
+    OFA-ProxylessNAS.
 
     Args:
         in_channels, out_channels: block input and output widths.
@@ -93,7 +94,7 @@ class ElasticMBConv(nn.Module):
         """Slice (and, for the depthwise kernel, transform) every elastic weight at a choice.
 
         A supernet computes these for all its active blocks before running any of them (see
-        ``MobileNetV3Supernet.forward_arch``); :meth:`forward` computes them itself otherwise.
+        ``MBConvSupernet.forward_arch``); :meth:`forward` computes them itself otherwise.
         """
         mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
         return MBConvParams(
