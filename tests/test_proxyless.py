@@ -6,6 +6,8 @@ registry in test_supernets.py; here is what makes these two families ProxylessNA
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,3 +110,14 @@ def test_last_block_is_fixed_and_trained_in_every_subnet():
     net(torch.randn(2, 1, arch.resolution, arch.resolution)).sum().backward()
     assert net.last_block.project.weight.grad is not None
     assert any(name.startswith("last_block.") for name in net.state_dict())  # checkpointed
+
+
+def test_quick_preset_is_the_mbv3_quick_preset_with_the_family_replaced():
+    """So `onceforall demo --family proxyless_small_images` trains exactly this preset."""
+    from onceforall.config import config_to_dict, load_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    ours = load_config(configs / "fashion_mnist_proxyless_quick.yaml")
+    demo = load_config(configs / "fashion_mnist_quick.yaml", [f"model.family={ours.model.family}"])
+    assert ours.model.family == "proxyless_small_images"
+    assert config_to_dict(ours) == config_to_dict(demo)
