@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MBConv", "SqueezeExcite", "StaticNet"]
+__all__ = ["MBConv", "ResidualBlock", "SqueezeExcite", "StaticNet"]
 
 
 class SqueezeExcite(nn.Module):
@@ -47,6 +47,18 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.depthwise(self.expand(x))))
         return x + y if self.residual else y
+
+
+class ResidualBlock(nn.Module):
+    """``act(body(x) + shortcut(x))``: a ResNet block (``nn.Identity`` for an identity shortcut or
+    no final activation)."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.body, self.shortcut, self.act = body, shortcut, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
 
 
 class StaticNet(nn.Module):

@@ -15,12 +15,19 @@ from onceforall.config import TrainConfig, config_from_dict
 torch.set_num_threads(1)
 
 
+# Families too large to test at full width in seconds, and the factor that makes them small.
+_TEST_WIDTH_MULT = {"resnet50d": 0.25}
+
+
 def family_kwargs(name: str) -> dict:
     """Constructor arguments for a test-sized instance of a registered family: ImageNet-size
     families run at small resolutions (the same layers and code paths, a fraction of the time)."""
     if "small" in name:
         return {"num_classes": 10, "in_channels": 1}
-    return {"num_classes": 10, "in_channels": 3, "resolutions": (48, 64)}
+    kwargs = {"num_classes": 10, "in_channels": 3, "resolutions": (48, 64)}
+    if name in _TEST_WIDTH_MULT:
+        kwargs["width_mult"] = _TEST_WIDTH_MULT[name]
+    return kwargs
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import onceforall as ofa
 from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv
 from onceforall.elastic.utils import leading
 from onceforall.export import export_onnx, export_torchscript
+from onceforall.supernets.mbconvnet import MBConvSupernet
 from tests.conftest import family_kwargs, randomize_
 
 STANDARD_LEAVES = (
@@ -28,6 +29,8 @@ STANDARD_LEAVES = (
     torch.nn.Dropout,
     torch.nn.Flatten,
     torch.nn.AdaptiveAvgPool2d,
+    torch.nn.AvgPool2d,
+    torch.nn.MaxPool2d,
 )
 
 
@@ -150,7 +153,9 @@ def test_sort_channels_keeps_the_function_and_nests_widths(family):
         before, before_mid = net.forward_arch(x, big), net.forward_arch(xm, mid)
         net.sort_channels()
         after, after_mid = net.forward_arch(x, big), net.forward_arch(xm, mid)
-    assert (before - after).abs().max() <= 1e-5
+    # Up to float rounding: sums over reordered channels round differently, and deep residual
+    # stacks with randomized batch norms reach large logits.
+    assert (before - after).abs().max() <= 1e-5 * max(1.0, before.abs().max())
     assert (before_mid - after_mid).abs().max() > 1e-4, "narrower widths should now differ"
     for stage in net.stages:
         for block in stage:
@@ -244,6 +249,8 @@ def test_precomputed_block_params_change_nothing(family, channels_last):
     batch-norm statistics must be bit-identical to slicing inside each block."""
     torch.manual_seed(0)
     net = randomize_(ofa.create_supernet(family, **family_kwargs(family))).train()
+    if not isinstance(net, MBConvSupernet):
+        pytest.skip("only the inverted-residual families precompute their blocks' weights")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
     twin = copy.deepcopy(net)

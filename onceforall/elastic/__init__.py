@@ -5,7 +5,8 @@ stores an active state of its own. The supernet holds the active arch and passes
 Each op can also ``export`` itself at a choice to a standard ``torch.nn`` layer with copied weights.
 """
 
-from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
+from onceforall.elastic.bottleneck import ElasticBottleneck
+from onceforall.elastic.conv import ElasticConv2d, ElasticDepthwiseConv, ElasticPointwiseConv
 from onceforall.elastic.mbconv import ElasticMBConv, MBConvParams
 from onceforall.elastic.norm import ElasticBatchNorm2d
 from onceforall.elastic.se import ElasticSE
@@ -13,6 +14,8 @@ from onceforall.elastic.utils import make_divisible
 
 __all__ = [
     "ElasticBatchNorm2d",
+    "ElasticBottleneck",
+    "ElasticConv2d",
     "ElasticDepthwiseConv",
     "ElasticMBConv",
     "ElasticPointwiseConv",

@@ -1,5 +1,5 @@
-"""Elastic convolutions: pointwise convs sliced in both channel dims, depthwise convs with elastic
-kernel size through the Once-for-All kernel transformation matrices."""
+"""Elastic convolutions: full (and pointwise) convs sliced in both channel dims, depthwise convs
+with elastic kernel size through the Once-for-All kernel transformation matrices."""
 
 from __future__ import annotations
 
@@ -11,16 +11,28 @@ from torch import nn
 
 from onceforall.elastic.utils import leading
 
-__all__ = ["ElasticDepthwiseConv", "ElasticPointwiseConv"]
+__all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
 
-class ElasticPointwiseConv(nn.Module):
-    """1x1 conv over a ``(max_out, max_in)`` weight; runs on the first ``in``/``out`` channels."""
+class ElasticConv2d(nn.Module):
+    """A ``k x k`` conv ("same" padding) over a ``(max_out, max_in, k, k)`` weight that runs on the
+    first ``in``/``out`` channels: elastic width in both channel dims, fixed kernel size."""
 
-    def __init__(self, max_in: int, max_out: int, *, bias: bool = False) -> None:
+    def __init__(
+        self,
+        max_in: int,
+        max_out: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        *,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size} must be odd ('same' padding)")
         self.max_in, self.max_out = max_in, max_out
-        self.weight = nn.Parameter(torch.empty(max_out, max_in, 1, 1))
+        self.kernel_size, self.stride = kernel_size, stride
+        self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
@@ -40,17 +52,27 @@ class ElasticPointwiseConv(nn.Module):
         params: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Args: x: ``(N, in, H, W)`` with ``in <= max_in``; params: :meth:`active_params` for
-        these widths, if already computed. Returns ``(N, out_channels, H, W)``."""
+        these widths, if already computed. Returns ``(N, out_channels, ceil(H / stride), ...)``."""
         weight, bias = self.active_params(x.shape[1], out_channels) if params is None else params
-        return F.conv2d(x, weight, bias)
+        return F.conv2d(x, weight, bias, self.stride, self.kernel_size // 2)
 
     @torch.no_grad()
     def export(self, in_channels: int, out_channels: int) -> nn.Conv2d:
-        conv = nn.Conv2d(in_channels, out_channels, 1, bias=self.bias is not None)
+        k = self.kernel_size
+        conv = nn.Conv2d(
+            in_channels, out_channels, k, self.stride, k // 2, bias=self.bias is not None
+        )
         conv.weight.copy_(self.weight[:out_channels, :in_channels])
         if self.bias is not None:
             conv.bias.copy_(self.bias[:out_channels])
         return conv
+
+
+class ElasticPointwiseConv(ElasticConv2d):
+    """1x1 conv over a ``(max_out, max_in)`` weight; runs on the first ``in``/``out`` channels."""
+
+    def __init__(self, max_in: int, max_out: int, *, bias: bool = False) -> None:
+        super().__init__(max_in, max_out, 1, 1, bias=bias)
 
 
 class ElasticDepthwiseConv(nn.Module):

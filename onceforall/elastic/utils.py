@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["conv_cost", "leading", "make_divisible", "permute_bn_"]
+__all__ = ["conv_cost", "leading", "make_divisible", "permute_bn_", "sort_width_"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -61,3 +63,30 @@ def permute_bn_(bn: torch.nn.BatchNorm2d, order: torch.Tensor) -> None:
     for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
         if t is not None:
             t.copy_(t.index_select(0, order))
+
+
+@torch.no_grad()
+def sort_width_(
+    readers: Sequence[torch.Tensor],
+    writers: Sequence[torch.Tensor] = (),
+    bns: Sequence[torch.nn.BatchNorm2d] = (),
+) -> torch.Tensor:
+    """Sort one group of channels by importance, in place, so each width prefix keeps the most
+    important ones; the network's function at full width is unchanged.
+
+    A channel's importance is the L1 norm of the weights that read it, summed over ``readers``
+    (conv or linear weights whose dim 1 is the group); ``writers`` (weights or biases whose dim 0
+    is the group) and ``bns`` (normalising it) are permuted alike.
+
+    Returns:
+        The permutation applied, most important channel first.
+    """
+    importance = sum(w.abs().transpose(0, 1).reshape(w.shape[1], -1).sum(1) for w in readers)
+    order = torch.argsort(importance, descending=True, stable=True)
+    for w in readers:
+        w.copy_(w.index_select(1, order))
+    for w in writers:
+        w.copy_(w.index_select(0, order))
+    for bn in bns:
+        permute_bn_(bn, order)
+    return order

@@ -1,7 +1,6 @@
 """Supernet families. Importing this package registers every family in the registry."""
 
-from onceforall.supernets import mobilenetv3, proxyless  # noqa: F401  (each registers its families)
-from onceforall.supernets import resnet  # noqa: F401  (registers resnet50d, resnet_small_images)
+from onceforall.supernets import mobilenetv3, proxyless, resnet  # noqa: F401  (each registers its families)
 from onceforall.supernets.base import Supernet
 from onceforall.supernets.registry import create_supernet, list_supernets, register_supernet
 
