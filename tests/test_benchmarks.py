@@ -1,0 +1,182 @@
+"""The evidence benchmarks (``python -m benchmarks``) end to end on the tiny synthetic run: each
+writes a JSON of sane numbers and a Markdown section naming its command, and results.md keeps its
+hand-written text while the generated sections are replaced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks.common import Settings, budget, median_arch, uniform_arch, update_results
+from onceforall.config import save_config
+from onceforall.run import Run
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_run, tmp_path_factory) -> Settings:
+    """Quick settings on the tiny run (copied in as the benchmarks' progressive supernet)."""
+    root = tmp_path_factory.mktemp("bench")
+    config = root / "tiny.yaml"
+    save_config(tiny_config(), config)
+    shutil.copytree(tiny_run, root / "work" / "progressive")
+    return Settings.quick_defaults(
+        config=config,
+        work=root / "work",
+        out=root / "docs",
+        seeds=2,
+        finetune_epochs=0.4,
+        accuracy_samples=12,
+        calibration_images=64,
+        eval_images=64,
+        front_points=3,
+        schedule_archs=3,
+        backend="torch-cpu",
+        latency_repeats=2,
+        progress=False,
+    )
+
+
+def _write(settings: Settings, name: str, result: dict, md: str) -> dict:
+    from benchmarks.common import write_outputs
+
+    path = write_outputs(settings, name, result, md)
+    assert json.loads(path.read_text())["name"] == name
+    section = (settings.out / "results.md").read_text()
+    assert f"<!-- benchmarks:{name} start" in section and result["command"] in section
+    assert "Machine:" in md
+    return result
+
+
+def test_budget_counts_what_the_trainer_did(tiny_run):
+    run = Run.open(tiny_run)
+    b = budget(run.config, run.data)
+    logged = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    # log_every=1: every step is logged with the subnets it trained.
+    done = sum(run.config.batch_size * len(r["archs"]) for r in logged if r["kind"] == "train")
+    assert b["gradient_images"] == done
+    assert b["epoch_equivalents"] == pytest.approx(done / len(run.data.train))
+    assert b["longest_phase_epochs"] == 1
+
+
+def test_named_archs_scale_every_choice_together(tiny_run):
+    space = Run.open(tiny_run).net.space
+    assert uniform_arch(space, 0) == space.smallest()
+    assert uniform_arch(space, 1) == space.largest()
+    mid = median_arch(space)
+    assert mid in space and mid.kernel_sizes[0][0] == space.kernel_sizes[1]
+
+
+def test_results_sections_replace_only_their_markers(tmp_path):
+    path = tmp_path / "results.md"
+    path.write_text("# Results\n\nHand-written.\n\n## Later\n\nKeep me.\n")
+    update_results(path, "costs", "## Costs\n\nfirst")
+    update_results(path, "scratch", "## Scratch\n\nx")
+    update_results(path, "costs", "## Costs\n\nsecond")
+    text = path.read_text()
+    assert text.startswith("# Results\n\nHand-written.\n\n## Later\n\nKeep me.\n")
+    assert "second" in text and "first" not in text and text.count("## Costs") == 1
+    assert text.index("## Costs") < text.index("## Scratch")
+
+
+def test_scratch(settings):
+    from benchmarks import scratch
+
+    result, md = scratch.run(settings)
+    _write(settings, "scratch", result, md)
+    rows = result["rows"]
+    assert [r["label"] for r in rows][:3] == ["largest", "median", "smallest"]
+    assert len(rows) == 5 and all(r["label"].startswith("search") for r in rows[3:])
+    for r in rows:
+        tests = [r["extracted"]["test"]] + [
+            x["test"]
+            for k in ("finetuned", "scratch_longest_phase", "scratch_whole_budget")
+            for x in r[k]
+        ]
+        assert len(tests) == 1 + 3 * settings.seeds
+        assert all(0 <= t <= 100 for t in tests)
+        assert r["verdict"] in ("met", "missed")
+        # (d) trained on the supernet's whole budget (capped at 2 epochs in quick mode).
+        d = r["scratch_whole_budget"][0]
+        assert d["epochs"] == pytest.approx(min(2.0, result["budget"]["epoch_equivalents"]))
+    assert "(a) extracted + BN" in md and "capped" in md
+    # Cached: a second run measures nothing again and gives the same numbers.
+    again, _ = scratch.run(settings)
+    assert again["rows"] == result["rows"]
+
+
+def test_schedules(settings):
+    from benchmarks import schedules
+
+    result, md = schedules.run(settings)
+    _write(settings, "schedules", result, md)
+    p, s = result["schedules"]["progressive"], result["schedules"]["sandwich"]
+    # Same budget in gradient-images, up to rounding to whole sandwich steps.
+    step = s["budget"]["batch_size"] * s["budget"]["phases"][0]["subnets_per_step"]
+    assert abs(p["budget"]["gradient_images"] - s["budget"]["gradient_images"]) <= step / 2
+    assert Run.open(s["run_dir"]).config.schedule.kind == "sandwich"
+    for r in (p, s):
+        assert len(r["rows"]) == 3 + settings.schedule_archs
+        assert all(0 <= x["test"] <= 100 for x in r["rows"])
+        assert r["front"] and r["hypervolume"] >= 0
+    assert (settings.out / "schedules.png").stat().st_size > 0
+
+
+def test_pareto(settings):
+    from benchmarks import pareto
+
+    result, md = pareto.run(settings)
+    _write(settings, "pareto", result, md)
+    assert 1 <= len(result["front"]) <= settings.front_points
+    assert len(result["uniform"]) >= 2
+    mb = result["mobilenet"]
+    assert len(mb["test_runs"]) == settings.seeds and 0 <= mb["test"] <= 100
+    assert mb["macs"] > 0 and mb["latency_ms"] > 0
+    for p in [*result["front"], *result["uniform"]]:
+        assert 0 <= p["test"] <= 100 and p["latency_ms"] > 0
+    assert (settings.out / "pareto.png").stat().st_size > 0
+    assert "MobileNetV3-Small" in md
+
+
+def test_costs(settings):
+    from benchmarks import costs
+
+    result, md = costs.run(settings)
+    _write(settings, "costs", result, md)
+    st = result["stages"]
+    assert [p["name"] for p in st["training"]] == [p.name for p in tiny_config().schedule.phases]
+    assert all(p["seconds"] > 0 for p in st["training"])
+    assert st["latency_table"]["entries"] > 0
+    assert len(st["accuracy_dataset"]["points"]) == 2
+    assert {e["format"] for e in st["export"]} == {"onnx", "torchscript"}
+    # Each generated section is in results.md at most once (all of them when the module ran).
+    text = (settings.out / "results.md").read_text()
+    assert text.count("<!-- benchmarks:costs end -->") == 1
+    for name in ("scratch", "schedules", "pareto"):
+        assert text.count(f"<!-- benchmarks:{name} end -->") <= 1
+
+
+def test_reference_reports_plainly_when_ofa_is_missing(settings, tmp_path, monkeypatch):
+    import sys
+
+    from benchmarks import reference
+
+    if "ofa" in sys.modules:
+        monkeypatch.delitem(sys.modules, "ofa")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "bench-ofa" not in p])
+    monkeypatch.setitem(sys.modules, "ofa", None)  # import ofa -> ImportError
+    quick = Settings.quick_defaults(ofa_env=tmp_path / "none", out=tmp_path, work=tmp_path)
+    result, md = reference.run(quick)
+    assert result["available"] is False
+    assert "skipped" in md and reference.INSTALL in md and result["command"] in md
+
+
+def test_cli_parses_quick_defaults():
+    from benchmarks.__main__ import parse_settings
+
+    names, s = parse_settings(["all", "--quick", "--seeds", "2"])
+    assert names == ["scratch", "schedules", "pareto", "reference", "costs"]
+    assert s.quick and s.seeds == 2 and s.config.name == "smoke.yaml"
+    assert s.command("scratch").endswith("-m benchmarks all --quick --seeds 2")
