@@ -43,6 +43,7 @@ class ModelConfig:
     kernel_sizes: list[int] | None = None
     expand_ratios: list[float] | None = None
     depths: list[int] | None = None
+    width_mults: list[float] | None = None  # for families with elastic width
     dropout: float | None = None
 
     def family_kwargs(self) -> dict[str, Any]:

@@ -3,12 +3,14 @@ group, the skippable stem, feature-map sizes and latency layers."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import onceforall as ofa
 from onceforall.static import ResidualBlock
-from tests.conftest import randomize_
+from tests.conftest import randomize_, tiny_config
 
 
 def _small(**kw) -> ofa.Supernet:
@@ -138,3 +140,53 @@ def test_latency_layer_specs_are_the_distinct_layers_of_every_arch():
     assert len(archs) == 2 * 2**6 * 2**4
     seen = {spec for arch in archs for spec in net.layer_specs(arch)}
     assert set(listed) == seen
+
+
+# The quick preset's ResNet schedule on the tiny synthetic set of tests/conftest.py (3 steps/epoch).
+RESNET_PHASES = [
+    {"name": "full", "largest_only": True, "epochs": 1, "lr": 0.05, "distill": False},
+    {"name": "depth", "expand_ratios": [0.35], "width_mults": [1.0], "epochs": 0.67, "lr": 0.02,
+     "subnets_per_step": 2},
+    {"name": "expand", "width_mults": [1.0], "epochs": 0.67, "lr": 0.02, "subnets_per_step": 2},
+    {"name": "width", "epochs": 0.67, "lr": 0.02, "subnets_per_step": 2},
+]  # fmt: skip
+
+
+def test_progressive_shrinking_with_an_elastic_width_phase(tmp_path):
+    from onceforall.training import train
+    from onceforall.training.schedule import resolve_phases
+
+    config = tiny_config(
+        **{"model.family": "resnet_small_images", "schedule.phases": RESNET_PHASES}
+    )
+    net = ofa.create_supernet("resnet_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phases = resolve_phases(config, net.space)
+    full = phases[0].space
+    assert full.size == 2 and full.stem_depths == (3,) and full.width_mults == (1.0,)
+    assert [p.sort_channels for p in phases] == [False, False, True, True]
+    assert not any(p.train_kernel_transforms for p in phases)
+    assert phases[-1].space == net.space.restrict(resolutions=(16, 20))
+    narrowed = {"name": "width_1", "width_mults": [0.8, 1.0]}
+    bad = [*RESNET_PHASES, narrowed]  # a phase may not drop the choices of the one before
+    with pytest.raises(ValueError, match=r"phase 4 \(width_1\) has width_mults=\(0.8, 1.0\)"):
+        resolve_phases(tiny_config(**{"model.family": "resnet_small_images",
+                                      "schedule.phases": bad}), net.space)  # fmt: skip
+
+    run_dir = tmp_path / "run"
+    train(config, run_dir, progress=False)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    spaces = {p.name: p.space for p in phases}
+    assert {r["phase"] for r in steps} == set(spaces)
+    assert all(ofa.ArchConfig.parse(a) in spaces[r["phase"]] for r in steps for a in r["archs"])
+    widths = {w for r in steps if r["phase"] == "width" for a in r["archs"]
+              for w in ofa.ArchConfig.parse(a).width_mults}  # fmt: skip
+    assert 0.65 in widths
+    trained = ofa.load_supernet(run_dir)
+    arch = trained.space.sample(1)
+    x = torch.randn(2, 1, arch.resolution, arch.resolution)
+    trained.set_active(arch)
+    assert torch.allclose(trained(x), trained.extract(arch)(x), atol=1e-4)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["subnets"]["smallest"]["macs"] == trained.macs(trained.space.smallest())

@@ -74,8 +74,9 @@ IMAGENET_LAYOUT = ResNetLayout(
 # (total stride 16) instead of 1x1 (at stride 32), and a quarter of the widths (narrower still would
 # collapse the expand ratios' middle widths onto the same multiple of 8): about 35M MACs for the
 # largest subnet at 28 px and 4.5M for the smallest, 2.8M parameters at most. Dense convs run
-# several times faster per MAC than depthwise ones on a CPU, so a training step of the largest
-# subnet costs about what mbv3_small_images' does (13M MACs).
+# several times faster per MAC than depthwise ones on a CPU: a training step of the largest subnet
+# costs less than mbv3_small_images' (13M MACs): 0.93 s vs 1.2 s of CPU for a batch of 256 at
+# 28 px, one thread.
 SMALL_IMAGES_LAYOUT = replace(
     IMAGENET_LAYOUT, stem_channels=32, max_pool=False, stage_channels=(64, 128, 256, 512)
 )
