@@ -353,7 +353,8 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument(
         "--family",
         choices=list_supernets(),
-        help="supernet family to train instead of the preset's model.family (its schedule kept)",
+        help="supernet family to train instead of the preset's model.family (with the preset's "
+        "schedule, or the preset's variant for that family, e.g. fashion_mnist_resnet_quick.yaml)",
     )
     de.add_argument("--backend", default="onnxruntime", choices=backends)
     de.add_argument("--no-progress", action="store_true")

@@ -28,7 +28,7 @@ from onceforall.training import train
 from onceforall.training.bn import batches
 from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write, diff_keys
 
-__all__ = ["PRESETS", "DemoSettings", "run_demo"]
+__all__ = ["PRESETS", "DemoSettings", "preset_config", "run_demo"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -54,6 +54,54 @@ PRESETS = {
     "smoke": DemoSettings("smoke.yaml", 60, 3, 10, 5),
 }
 BUDGETS = (("tight", 0.15), ("middle", 0.5), ("loose", 0.85))  # fractions of the latency range
+
+
+def preset_config(preset: str, family: str | None = None) -> tuple[Path, list[str]]:
+    """The config file a demo preset trains for ``family`` (the preset's own by default), and the
+    overrides that set the family.
+
+    A schedule names choice values (expand ratio 6, say), so not every family can run every
+    preset's. A preset therefore has variants: configs whose names hold the preset config's name
+    parts in order (``fashion_mnist_resnet_quick.yaml`` for ``fashion_mnist_quick.yaml``). The
+    first whose schedule fits the family's space trains, preferring the variant made for the family.
+
+    Raises:
+        ValueError: when no variant's schedule fits, naming the reasons.
+    """
+    path = CONFIG_DIR / PRESETS[preset].config
+    if family is None:
+        return path, []
+    import torch
+
+    from onceforall.supernets import create_supernet
+    from onceforall.training.schedule import resolve_phases
+
+    parts = path.stem.split("_")
+
+    def is_variant(p: Path) -> bool:
+        it = iter(p.stem.split("_"))
+        return all(part in it for part in parts)  # a subsequence, in order
+
+    def fit(p: Path) -> str:
+        config = load_config(p, overrides)
+        with torch.device("meta"):  # only the space is needed: no weights
+            net = create_supernet(family, num_classes=10, **config.model.family_kwargs())
+        try:
+            resolve_phases(config, net.space)
+        except ValueError as exc:
+            return f"{p.name}: {exc}"
+        return ""
+
+    overrides = [f"model.family={family}"]
+    variants = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p != path and is_variant(p))
+    own = [p for p in variants if load_config(p).model.family == family]
+    errors = []
+    for candidate in [*own, path, *(p for p in variants if p not in own)]:
+        error = fit(candidate)
+        if not error:
+            return candidate, overrides
+        errors.append(error)
+    raise ValueError(f"no schedule of preset {preset!r} fits {family}: " + "; ".join(errors))
 
 
 def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
@@ -109,15 +157,15 @@ def run_demo(
     Writes ``out/run/`` (the trained supernet, predictor, latency table), ``out/models/<budget>/``
     (``model.onnx`` + ``card.json``), ``out/pareto.png``, ``out/training.png``, ``out/summary.md``
     and ``out/report.html``. ``family`` (a name from ``list_supernets()``) replaces the preset's
-    ``model.family``; the preset's schedule and resolutions are kept.
+    ``model.family``, with the preset's schedule where it fits the family (see
+    :func:`preset_config`).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} unknown; choose from {', '.join(PRESETS)}")
     settings = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config_path = CONFIG_DIR / settings.config
-    overrides = [f"model.family={family}"] if family else []
+    config_path, overrides = preset_config(preset, family)
     timings: dict[str, float] = {}
 
     t = time.monotonic()

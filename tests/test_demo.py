@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import onceforall as ofa
 from onceforall.cli import main as cli_main
 from onceforall.data import FASHION_MNIST_SYSTEM_DIR
 
@@ -172,3 +173,20 @@ def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):
     assert cli_main(argv) == 0 and seen["family"] is None  # the preset's own family
     with pytest.raises(SystemExit):
         cli_main([*argv, "--family", "nope"])
+
+
+def test_every_family_gets_a_preset_schedule_that_fits_its_space():
+    """`onceforall demo --family F` trains the preset's schedule, or the preset's variant for F
+    (a family whose choice values differ, as OFA-ResNet's, needs its own schedule)."""
+    from onceforall.demo import CONFIG_DIR, PRESETS, preset_config
+
+    assert preset_config("quick") == (CONFIG_DIR / "fashion_mnist_quick.yaml", [])
+    for preset in PRESETS:
+        for family in ofa.list_supernets():
+            path, overrides = preset_config(preset, family)
+            assert overrides == [f"model.family={family}"] and path.is_file()
+    assert preset_config("quick", "mbv3")[0].name == "fashion_mnist_quick.yaml"
+    assert (
+        preset_config("quick", "resnet_small_images")[0].name == "fashion_mnist_resnet_quick.yaml"
+    )
+    assert preset_config("smoke", "resnet50d")[0].name == "smoke_resnet.yaml"
