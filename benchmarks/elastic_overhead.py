@@ -28,14 +28,14 @@ def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
     def mid(choices):
         return choices[len(choices) // 2]
 
-    d = mid(space.depths)
-    n = space.num_stages
+    depths = tuple(mid(ds) for ds in space.stage_depths)
     return space.arch(
         mid(space.resolutions),
-        (d,) * n,
-        ((mid(space.kernel_sizes),) * d,) * n,
-        ((mid(space.expand_ratios),) * d,) * n,
-        (mid(space.width_mults),) * n if space.width_mults else (),
+        depths,
+        tuple((mid(space.kernel_sizes),) * d for d in depths),
+        tuple((mid(space.expand_ratios),) * d for d in depths),
+        (mid(space.width_mults),) * space.num_widths if space.width_mults else (),
+        mid(space.stem_depths) if space.stem_depths else None,
     )
 
 
