@@ -3,6 +3,7 @@ recalibration, configs and the CLI's error paths."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -121,6 +122,13 @@ def test_sandwich_schedule_trains_largest_smallest_and_random():
     archs = subnets_for_step(phases[-1], "sandwich", 1, step_generator(0, 1), sandwich_random=2)
     assert archs[0] == phases[-1].space.largest() and archs[1] == phases[-1].space.smallest()
     assert len(archs) == 4
+    # The full-network phase (largest arch, elastic resolution) trains each distinct arch once.
+    full = phases[0]
+    archs = subnets_for_step(full, "sandwich", 1, step_generator(0, 1), sandwich_random=2)
+    assert archs == [full.space.largest(), full.space.smallest()]
+    one = dataclasses.replace(full, space=full.space.restrict(resolutions=(16,)))
+    for kind in ("sandwich", "progressive"):
+        assert subnets_for_step(one, kind, 3, step_generator(0, 1)) == [one.space.largest()]
 
 
 def test_subnets_and_lr_are_pure_functions_of_the_step():
