@@ -42,9 +42,11 @@ __all__ = [
     "md_table",
     "mean_std",
     "median_arch",
+    "rel",
     "specializer",
     "supernet_run",
     "uniform_arch",
+    "uniform_family",
     "update_results",
     "write_outputs",
 ]
@@ -231,16 +233,17 @@ def budget(config: TrainConfig, data: DataBundle) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- named archs
 def _pick(choices: Sequence[Any], t: float) -> Any:
-    return choices[round(t * (len(choices) - 1))]
+    return choices[int(t * (len(choices) - 1) + 0.5)]  # half up (round() would go to even)
 
 
-def uniform_arch(space: SearchSpace, t: float) -> ArchConfig:
+def uniform_arch(space: SearchSpace, t: float, resolution: int | None = None) -> ArchConfig:
     """Every choice at the same relative position ``t`` of its sorted set (0: smallest, 1:
-    largest): a uniformly scaled family member, as hand-scaling a network would give."""
+    largest): a uniformly scaled family member, as hand-scaling a network would give. The
+    resolution follows ``t`` too unless given."""
     depths = tuple(_pick(ds, t) for ds in space.stage_depths)
     return space.validate(
         ArchConfig(
-            _pick(space.resolutions, t),
+            _pick(space.resolutions, t) if resolution is None else resolution,
             depths,
             tuple((_pick(space.kernel_sizes, t),) * d for d in depths),
             tuple((_pick(space.expand_ratios, t),) * d for d in depths),
@@ -248,6 +251,22 @@ def uniform_arch(space: SearchSpace, t: float) -> ArchConfig:
             _pick(space.stem_depths, t) if space.stem_depths else None,
         )
     )
+
+
+def uniform_family(space: SearchSpace) -> list[tuple[str, ArchConfig]]:
+    """The hand-scaled family: each level of the network's choices (kernel, expand, depth and
+    width all at their j-th of m values, m the longest choice list) at each resolution, like a
+    width/depth multiplier crossed with an input size; smallest first."""
+    m = max(
+        len(c)
+        for c in (space.kernel_sizes, space.expand_ratios, space.width_mults, *space.stage_depths)
+    )
+    family = {}
+    for j in range(m):
+        for r in space.resolutions:
+            arch = uniform_arch(space, j / max(m - 1, 1), resolution=r)
+            family.setdefault(arch, f"level {j + 1}/{m} r{r}")
+    return [(label, arch) for arch, label in family.items()]
 
 
 def median_arch(space: SearchSpace) -> ArchConfig:
@@ -323,6 +342,15 @@ def write_outputs(settings: Settings, name: str, result: dict[str, Any], markdow
     atomic_write(d / f"{name}.md", (markdown.strip() + "\n").encode())
     update_results(settings.out / "results.md", name, markdown)
     return d / f"{name}.json"
+
+
+def rel(path: Path | str) -> str:
+    """``path`` relative to the repository when it is inside it (as the commands are run)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def finite(x: float) -> bool:

@@ -36,6 +36,7 @@ from benchmarks.common import (
     machine,
     machine_line,
     md_table,
+    rel,
     specializer,
     supernet_run,
 )
@@ -181,11 +182,12 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "name": NAME,
         "command": settings.command(NAME),
         "machine": machine(),
-        "config": str(settings.config),
-        "run_dir": str(sn.path),
+        "config": rel(settings.config),
+        "run_dir": rel(sn.path),
         "train_images": len(sn.data.train),
         "holdout_images": len(sn.data.holdout),
         "accuracy_samples": settings.accuracy_samples,
+        "calibration_images": min(settings.calibration_images, len(sn.data.holdout)),
         "stages": stages,
     }
     return result, markdown(result)
@@ -214,7 +216,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     n_samples = result["accuracy_samples"]
     per_subnet_holdout = acc["per_subnet_s"] + acc["per_image_s"] * (
-        min(2000, result["holdout_images"]) + result["holdout_images"]
+        result["calibration_images"] + result["holdout_images"]
     )
     fit = s["predictor_fit"]
     lt = s["latency_table"]

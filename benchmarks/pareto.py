@@ -7,9 +7,10 @@ end to end on this CPU (ONNX Runtime by default, batch 1, one thread, median of 
 
 - **searched front**: NSGA-II on the run's accuracy predictor and this machine's latency table,
   ``--front-points`` archs spread along it, extracted with BN recalibration;
-- **hand-scaled family**: archs of the same supernet with every choice scaled together (all
-  smallest, 1/4, 1/2, 3/4, all largest), extracted the same way: what scaling a network by hand
-  gives, from the same weights;
+- **hand-scaled family**: archs of the same supernet with every network choice scaled together
+  (all smallest, all middle, all largest kernel / expand ratio / depth), each at every
+  resolution, extracted the same way: what scaling a network by hand (a width/depth multiplier
+  times an input size) gives, from the same weights;
 - **MobileNetV3-Small** (torchvision, ``width_mult`` 1.0) adapted to the input: stem conv with the
   dataset's channels and stride 1 instead of 2 (on 28-32 px images the original's 32x downsampling
   would leave less than one pixel), the dataset's classes, trained from scratch at the largest
@@ -23,6 +24,7 @@ is at least as accurate at no more latency). Writes ``OUT/pareto.png``.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -37,18 +39,18 @@ from benchmarks.common import (
     machine_line,
     md_table,
     mean_std,
+    rel,
     specializer,
     supernet_run,
-    uniform_arch,
+    uniform_family,
 )
 from onceforall.predictors import measure_latency
 from onceforall.run import Run
-from onceforall.training.bn import accuracy
+from onceforall.training.bn import accuracy, recalibrate_bn
 from onceforall.training.checkpoint import load_weights, save_weights
 from onceforall.training.finetune import train_subnet_loop
 
 NAME = "pareto"
-UNIFORM_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CAPPED = " (**--quick: training capped**, not the supernet's budget)"
 
 
@@ -143,6 +145,9 @@ def train_mobilenet(settings: Settings, run: Run, b: dict[str, Any]) -> dict[str
                 progress=settings.progress,
                 desc=f"MobileNetV3-Small scratch, seed {seed}",
             )
+            # torchvision's batch norm momentum is 0.01: after a short run the running statistics
+            # are still mostly their initial values. Recompute them exactly, as for every subnet.
+            recalibrate_bn(m, SimpleNamespace(resolution=res), run.calibration_batches())
             weights.parent.mkdir(parents=True, exist_ok=True)
             save_weights(m, weights)
             acc = accuracy(m, data.test, res, batch_size=run.config.eval_batch_size)
@@ -210,12 +215,9 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         {**_subnet_point(settings, sn, c.arch, f"front {i + 1}"), "predicted": c.score}
         for i, c in enumerate(spread)
     ]
-    uniform, seen = [], set()
-    for t in UNIFORM_STEPS:
-        arch = uniform_arch(sn.net.space, t)
-        if arch not in seen:
-            seen.add(arch)
-            uniform.append(_subnet_point(settings, sn, arch, f"uniform {t:g}"))
+    uniform = [
+        _subnet_point(settings, sn, arch, label) for label, arch in uniform_family(sn.net.space)
+    ]
     mb = train_mobilenet(settings, sn, b)
     for p in [*uniform, mb]:
         p["dominated_by_front"] = dominated(p, front_pts)
@@ -223,8 +225,8 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "name": NAME,
         "command": settings.command(NAME),
         "machine": machine(),
-        "config": str(settings.config),
-        "run_dir": str(sn.path),
+        "config": rel(settings.config),
+        "run_dir": rel(sn.path),
         "backend": settings.backend,
         "budget": b,
         "seeds": settings.seeds,
@@ -276,10 +278,11 @@ def markdown(result: dict[str, Any]) -> str:
 {result["front_size"]} archs (predicted accuracy vs this machine's {result["backend"]} latency
 table), {len(result["front"])} spread along it; every network measured: test top-1 after BN
 recalibration, end-to-end latency ({result["backend"]}, batch 1, 1 thread, median). Hand-scaled
-family: every choice of the same supernet scaled together. MobileNetV3-Small (torchvision,
-stride-1 stem, {mb["params"]:,} parameters, {mb["resolution"]} px) trained from scratch with the
-supernet's budget ({b["gradient_images"]:,} gradient-images = {mb["epochs"]:.2f} epochs, lr
-{mb["lr"]:g}), mean ± standard deviation over {result["seeds"]} seed(s){capped}.
+family: every network choice of the same supernet scaled together, at each resolution.
+MobileNetV3-Small (torchvision, stride-1 stem, {mb["params"]:,} parameters, {mb["resolution"]} px)
+trained from scratch with the supernet's budget ({b["gradient_images"]:,} gradient-images =
+{mb["epochs"]:.2f} epochs, lr {mb["lr"]:g}), mean ± standard deviation over
+{result["seeds"]} seed(s){capped}.
 Plot: [pareto.png](pareto.png).
 
 {table}

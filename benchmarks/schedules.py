@@ -36,6 +36,7 @@ from benchmarks.common import (
     machine_line,
     md_table,
     median_arch,
+    rel,
     supernet_run,
 )
 from onceforall.config import TrainConfig, config_from_dict, config_to_dict
@@ -119,7 +120,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         rows = _measure(r, archs, settings.work / "schedules" / kind)
         summary = json.loads((r.path / "summary.json").read_text())
         results[kind] = {
-            "run_dir": str(r.path),
+            "run_dir": rel(r.path),
             "budget": b,
             "train_seconds": summary.get("train_seconds"),
             "rows": rows,
@@ -141,7 +142,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "name": NAME,
         "command": settings.command(NAME),
         "machine": machine(),
-        "config": str(settings.config),
+        "config": rel(settings.config),
         "budget_kind": "gradient-images",
         "schedules": results,
         "paired": {

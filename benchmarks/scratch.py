@@ -37,6 +37,7 @@ from benchmarks.common import (
     md_table,
     mean_std,
     median_arch,
+    rel,
     specializer,
     supernet_run,
 )
@@ -168,8 +169,8 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "name": NAME,
         "command": settings.command(NAME),
         "machine": machine(),
-        "config": str(settings.config),
-        "run_dir": str(sn.path),
+        "config": rel(settings.config),
+        "run_dir": rel(sn.path),
         "budget": b,
         "seeds": settings.seeds,
         "finetune_epochs": settings.finetune_epochs,

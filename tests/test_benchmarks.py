@@ -4,12 +4,20 @@ hand-written text while the generated sections are replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
-from benchmarks.common import Settings, budget, median_arch, uniform_arch, update_results
+from benchmarks.common import (
+    Settings,
+    budget,
+    median_arch,
+    uniform_arch,
+    uniform_family,
+    update_results,
+)
 from onceforall.config import save_config
 from onceforall.run import Run
 from tests.conftest import tiny_config
@@ -35,6 +43,7 @@ def settings(tiny_run, tmp_path_factory) -> Settings:
         schedule_archs=3,
         backend="torch-cpu",
         latency_repeats=2,
+        max_scratch_epochs=1.0,
         progress=False,
     )
 
@@ -67,6 +76,10 @@ def test_named_archs_scale_every_choice_together(tiny_run):
     assert uniform_arch(space, 1) == space.largest()
     mid = median_arch(space)
     assert mid in space and mid.kernel_sizes[0][0] == space.kernel_sizes[1]
+    family = [arch for _, arch in uniform_family(space)]
+    # Three levels of kernel/expand/depth choices, each at both resolutions, all distinct.
+    assert len(family) == len(set(family)) == 3 * len(space.resolutions)
+    assert family[0] == space.smallest() and family[-1] == space.largest()
 
 
 def test_results_sections_replace_only_their_markers(tmp_path):
@@ -84,6 +97,7 @@ def test_results_sections_replace_only_their_markers(tmp_path):
 def test_scratch(settings):
     from benchmarks import scratch
 
+    settings = dataclasses.replace(settings, seeds=1)  # 5 archs x 3 trainings per seed
     result, md = scratch.run(settings)
     _write(settings, "scratch", result, md)
     rows = result["rows"]
@@ -98,9 +112,10 @@ def test_scratch(settings):
         assert len(tests) == 1 + 3 * settings.seeds
         assert all(0 <= t <= 100 for t in tests)
         assert r["verdict"] in ("met", "missed")
-        # (d) trained on the supernet's whole budget (capped at 2 epochs in quick mode).
+        # (d) trained on the supernet's whole budget (capped in quick mode).
         d = r["scratch_whole_budget"][0]
-        assert d["epochs"] == pytest.approx(min(2.0, result["budget"]["epoch_equivalents"]))
+        cap = settings.max_scratch_epochs
+        assert d["epochs"] == pytest.approx(min(cap, result["budget"]["epoch_equivalents"]))
     assert "(a) extracted + BN" in md and "capped" in md
     # Cached: a second run measures nothing again and gives the same numbers.
     again, _ = scratch.run(settings)
@@ -130,9 +145,11 @@ def test_pareto(settings):
     result, md = pareto.run(settings)
     _write(settings, "pareto", result, md)
     assert 1 <= len(result["front"]) <= settings.front_points
-    assert len(result["uniform"]) >= 2
+    space = Run.open(settings.work / "progressive").net.space
+    assert len(result["uniform"]) == 3 * len(space.resolutions)
     mb = result["mobilenet"]
     assert len(mb["test_runs"]) == settings.seeds and 0 <= mb["test"] <= 100
+    assert all(0 <= r["test"] <= 100 for r in mb["test_runs"])
     assert mb["macs"] > 0 and mb["latency_ms"] > 0
     for p in [*result["front"], *result["uniform"]]:
         assert 0 <= p["test"] <= 100 and p["latency_ms"] > 0
@@ -171,6 +188,13 @@ def test_reference_reports_plainly_when_ofa_is_missing(settings, tmp_path, monke
     result, md = reference.run(quick)
     assert result["available"] is False
     assert "skipped" in md and reference.INSTALL in md and result["command"] in md
+
+
+def test_mean_and_spread_format():
+    from benchmarks.common import fmt_mean_std
+
+    assert fmt_mean_std([80.0, 82.0]) == "81.00 ± 1.41"
+    assert fmt_mean_std([80.0]) == "80.00" and fmt_mean_std([]) == "—"
 
 
 def test_cli_parses_quick_defaults():
