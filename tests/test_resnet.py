@@ -190,3 +190,46 @@ def test_progressive_shrinking_with_an_elastic_width_phase(tmp_path):
     assert torch.allclose(trained(x), trained.extract(arch)(x), atol=1e-4)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["subnets"]["smallest"]["macs"] == trained.macs(trained.space.smallest())
+
+
+def test_precomputed_block_params_change_nothing():
+    """forward_arch slices all active blocks' weights before running any; outputs, gradients
+    and batch-norm statistics must be bit-identical to each block slicing its own."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from onceforall.elastic.utils import leading
+    from onceforall.supernets.resnet import _mid
+
+    torch.manual_seed(0)
+    net = randomize_(_small()).train()
+    twin = copy.deepcopy(net)
+
+    def blockwise(x, arch):
+        mid_c, stem_c, *stage_c = twin.widths(arch)
+        x = twin.act(twin.stem_bn0(twin.stem_conv0(x, mid_c)))
+        if arch.stem_depth == 3:
+            x = x + twin.act(twin.stem_bn1(twin.stem_conv1(x, mid_c)))
+        x = twin.act(twin.stem_bn2(twin.stem_conv2(x, stem_c)))
+        for stage, c, es in zip(twin.stages, stage_c, arch.expand_ratios, strict=True):
+            for block, e in zip(stage, es, strict=False):
+                x = block(x, c, _mid(c, e))
+        x = twin.dropout(x.mean((2, 3)))
+        weight = leading(twin.classifier.weight, 10, x.shape[1])
+        return F.linear(x, weight, twin.classifier.bias)
+
+    for arch in [net.space.smallest(), net.space.sample(3), net.space.sample(4)]:
+        x = torch.randn(4, 1, arch.resolution, arch.resolution)
+        outs = []
+        for model, run in ((net, net.forward_arch), (twin, blockwise)):
+            model.zero_grad(set_to_none=True)
+            out = run(x, arch)
+            out.square().mean().backward()
+            outs.append(out)
+        assert torch.equal(*outs), arch
+        for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            assert a.grad is None or torch.equal(a.grad, b.grad), name
+        for (name, a), b in zip(net.named_buffers(), twin.buffers(), strict=True):
+            assert torch.equal(a, b), name

@@ -107,16 +107,35 @@ class ElasticBottleneck(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor, out_channels: int, mid_channels: int) -> torch.Tensor:
-        """Args: x: ``(N, in, H, W)``, ``in <= max_in``. Returns ``(N, out_channels, H', W')``
-        with ``H' = ceil(H / stride)``."""
-        h = self.act(self.reduce_bn(self.reduce(x, mid_channels)))
-        h = self.act(self.conv_bn(self.conv(h, mid_channels)))
-        h = self.project_bn(self.project(h, out_channels))
+    def active_params(self, in_channels: int, out_channels: int, mid_channels: int) -> tuple:
+        """The sliced ``(conv params, batch-norm params)`` of the reduce, conv, project and (if
+        any) shortcut layers at these widths. A supernet slices every active block's weights
+        before running any block: the same ops, but back to back they stay in warm caches."""
+        layers = [
+            (self.reduce, self.reduce_bn, in_channels, mid_channels),
+            (self.conv, self.conv_bn, mid_channels, mid_channels),
+            (self.project, self.project_bn, mid_channels, out_channels),
+        ]
+        if not self.identity_shortcut:
+            layers.append((self.shortcut, self.shortcut_bn, in_channels, out_channels))
+        return tuple((conv.active_params(i, o), bn.active_params(o)) for conv, bn, i, o in layers)
+
+    def forward(
+        self, x: torch.Tensor, out_channels: int, mid_channels: int, params: tuple | None = None
+    ) -> torch.Tensor:
+        """Args: x: ``(N, in, H, W)``, ``in <= max_in``; params: :meth:`active_params` at these
+        widths, if precomputed. Returns ``(N, out_channels, H', W')``, ``H' = ceil(H / stride)``."""
+        if params is None:
+            params = self.active_params(x.shape[1], out_channels, mid_channels)
+        (reduce, reduce_bn), (conv, conv_bn), (project, project_bn), *shortcut = params
+        h = self.act(self.reduce_bn(self.reduce(x, None, reduce), reduce_bn))
+        h = self.act(self.conv_bn(self.conv(h, None, conv), conv_bn))
+        h = self.project_bn(self.project(h, None, project), project_bn)
         if self.identity_shortcut:
             return self.act(h + x)
         r = x if self.pool is None else self.pool(x)
-        return self.act(h + self.shortcut_bn(self.shortcut(r, out_channels)))
+        ((sc, sc_bn),) = shortcut
+        return self.act(h + self.shortcut_bn(self.shortcut(r, None, sc), sc_bn))
 
     def cost(
         self, in_channels: int, out_channels: int, mid_channels: int, in_hw: int

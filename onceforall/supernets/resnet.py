@@ -196,15 +196,22 @@ class ResNetSupernet(Supernet):
     # ---------------------------------------------------------------- forward
     def forward_arch(self, x: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
         mid_c, stem_c, *stage_c = self.widths(arch)
+        # Slice every active block's weights before running any block (see
+        # ElasticBottleneck.active_params): a visible share of a small subnet's elastic overhead.
+        active, c_in = [], stem_c
+        for stage, c, es in zip(self.stages, stage_c, arch.expand_ratios, strict=True):
+            for block, e in zip(stage, es, strict=False):  # the first depths[s] blocks
+                widths = (c, _mid(c, e))
+                active.append((block, widths, block.active_params(c_in, *widths)))
+                c_in = c
         x = self.act(self.stem_bn0(self.stem_conv0(x, mid_c)))
         if arch.stem_depth == 3:
             x = x + self.act(self.stem_bn1(self.stem_conv1(x, mid_c)))
         x = self.act(self.stem_bn2(self.stem_conv2(x, stem_c)))
         if self.layout.max_pool:
             x = F.max_pool2d(x, 3, 2, 1)
-        for stage, c, es in zip(self.stages, stage_c, arch.expand_ratios, strict=True):
-            for block, e in zip(stage, es, strict=False):  # the first depths[s] blocks
-                x = block(x, c, _mid(c, e))
+        for block, widths, params in active:
+            x = block(x, *widths, params)
         x = self.dropout(x.mean((2, 3)))
         return F.linear(x, leading(self.classifier.weight, self.num_classes, x.shape[1]),
                         self.classifier.bias)  # fmt: skip
