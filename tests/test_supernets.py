@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
-from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv
+from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv, make_divisible
 from onceforall.elastic.utils import leading
 from onceforall.export import export_onnx, export_torchscript
-from onceforall.supernets.mbconvnet import MBConvSupernet
+from onceforall.supernets.resnet import ResNetSupernet
 from tests.conftest import family_kwargs, randomize_
 
 STANDARD_LEAVES = (
@@ -233,6 +233,8 @@ def test_kernel_transform_matches_reference_exactly(k, c):
 
 def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig) -> torch.Tensor:
     """forward_arch as a plain block-after-block loop: each block slices its own weights."""
+    if isinstance(net, ResNetSupernet):
+        return _resnet_blockwise_forward(net, x, arch)
     x = net.first_block(net.stem(x), 3, 1.0)
     for stage, ks, es in zip(net.stages, arch.kernel_sizes, arch.expand_ratios, strict=True):
         for block, k, e in zip(stage, ks, es, strict=False):
@@ -243,14 +245,28 @@ def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig)
     return net.classifier(net.dropout(torch.flatten(net.feature_mix(x), 1)))
 
 
+def _resnet_blockwise_forward(net, x: torch.Tensor, arch: ofa.ArchConfig) -> torch.Tensor:
+    mid_c, stem_c, *stage_c = net.widths(arch)
+    x = net.act(net.stem_bn0(net.stem_conv0(x, mid_c)))
+    if arch.stem_depth == 3:
+        x = x + net.act(net.stem_bn1(net.stem_conv1(x, mid_c)))
+    x = net.act(net.stem_bn2(net.stem_conv2(x, stem_c)))
+    if net.layout.max_pool:
+        x = F.max_pool2d(x, 3, 2, 1)
+    for stage, c, es in zip(net.stages, stage_c, arch.expand_ratios, strict=True):
+        for block, e in zip(stage, es, strict=False):
+            x = block(x, c, make_divisible(round(c * e), 8))
+    x = net.dropout(x.mean((2, 3)))
+    return F.linear(x, leading(net.classifier.weight, net.num_classes, x.shape[1]),
+                    net.classifier.bias)  # fmt: skip
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_precomputed_block_params_change_nothing(family, channels_last):
     """forward_arch slices all active weights before running any block; outputs, gradients and
     batch-norm statistics must be bit-identical to slicing inside each block."""
     torch.manual_seed(0)
     net = randomize_(ofa.create_supernet(family, **family_kwargs(family))).train()
-    if not isinstance(net, MBConvSupernet):
-        pytest.skip("only the inverted-residual families precompute their blocks' weights")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
     twin = copy.deepcopy(net)
