@@ -10,6 +10,15 @@ Each benchmark trains (or reuses, from ``--work``) what it needs, writes
 the whole machinery on the smoke preset (minutes, numbers meaningless) into
 ``runs/bench-quick/docs`` unless ``--out`` is given. Run on quiet cores: the timings are part of
 the evidence, and each section prints the load average it was measured under.
+
+Estimated durations on 2 free cores with the defaults (configs/fashion_mnist_quick.yaml, 3 seeds;
+estimates from the measured throughput, not measurements): the supernet ~12 min and its accuracy
+dataset (400 subnets on the whole holdout) ~15-20 min, both shared by every benchmark; scratch
+~50-55 min per seed (five archs, each trained 1 + 2 + 7 epochs); schedules ~25 min (a sandwich
+supernet, 206 test evaluations); pareto ~25 min (latency table, MobileNetV3-Small 7 epochs per
+seed); reference ~15 min; costs ~5 min. ``all``: about 4-4.5 hours (``--seeds 1``: ~2.5 hours).
+Interrupted runs resume: supernets from their checkpoints, every trained subnet from
+``WORK/scratch`` and ``WORK/pareto``, every measured arch from ``WORK/schedules``.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for key, style, label in (
         ("front", "o-", "searched front (extracted + BN)"),
-        ("uniform", "s--", "hand-scaled family (same supernet)"),
+        ("uniform", "s", "hand-scaled family (same supernet)"),
     ):
         pts = sorted(result[key], key=lambda p: p["latency_ms"])
         ax.plot([p["latency_ms"] for p in pts], [p["test"] for p in pts], style, label=label, ms=5)
