@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Settings, machine, machine_line, md_table, uniform_arch
+from benchmarks.common import Settings, machine, machine_line, md_table, rel, uniform_arch
 
 NAME = "reference"
 INSTALL = ".venv/bin/python -m pip install --no-deps --target .bench-ofa ofa"
@@ -217,7 +217,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         result["reason"] = where
         print(f"skipped: the `ofa` package is not available ({where}); install: {INSTALL}")
         return result, markdown(result)
-    result["ofa_path"] = where
+    result["ofa_path"] = rel(where)
     result["ofa_version"] = _version()
     batch, rounds, warmup = (4, 3, 1) if settings.quick else (16, 15, 3)
     result["overhead_settings"] = {"batch": batch, "rounds": rounds, "resolution": 128}
@@ -283,10 +283,13 @@ def markdown(result: dict[str, Any]) -> str:
     )
     faster = s["ours_median_s"] <= s["ofa_median_s"]
     return f"""{head}`{result["command"]}` — `ofa` {result.get("ofa_version")} from
-`{result["ofa_path"]}`, same process, same torch. Training step (forward + backward + SGD) at
-batch {o["batch"]}, {o["resolution"]} px, 10 classes, median of {o["rounds"]} interleaved rounds;
-ratio = supernet / its extracted static subnet (the reference's `OFAMobileNetV3` and
-`get_active_subnet`; ours: the `mbv3` family and `extract`).
+`{result["ofa_path"]}`, same process, same torch ({result["machine"]["torch"]}: the package
+imports and runs with it unchanged; it needs only torch, torchvision, numpy, tqdm and pyyaml
+for this, `gdown` and `horovod` only for its model zoo and distributed training). Training
+step (forward + backward + SGD) at batch {o["batch"]}, {o["resolution"]} px, 10 classes,
+median of {o["rounds"]} interleaved rounds; ratio = supernet / its extracted static subnet
+(the reference's `OFAMobileNetV3` and `get_active_subnet`; ours: the `mbv3` family and
+`extract`).
 
 {table}
 
