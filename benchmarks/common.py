@@ -191,32 +191,52 @@ def ensure_run(
     return Run.open(run_dir)
 
 
-def _subnets_per_step(config: TrainConfig, k: int) -> int:
-    return 2 + config.schedule.sandwich_random if config.schedule.kind == "sandwich" else k
-
-
-def budget(config: TrainConfig, data: DataBundle) -> dict[str, Any]:
+def budget(
+    config: TrainConfig, data: DataBundle, space: SearchSpace | None = None
+) -> dict[str, Any]:
     """The training budget of a schedule, counted exactly as the trainer steps.
 
-    ``gradient_images`` = sum over phases of steps x batch size x subnets per step (K for
-    progressive shrinking, 2 + sandwich_random for the sandwich rule): every image that went
-    through a subnet's forward and backward pass. The teacher's forward passes are not counted.
-    ``epoch_equivalents`` is that total over the training split's size: the epochs one network
-    trained alone would need to process as many images.
+    ``gradient_images`` = sum over steps of batch size x the subnets the step trained: every
+    image that went through a subnet's forward and backward pass. With the supernet's ``space``
+    the trainer's per-step draws are replayed (``subnets_for_step`` with the same seeds), so
+    the count is exact (the sandwich rule trains each distinct arch once, a one-arch phase once
+    per step); without it, K (``subnets_per_step``) or 2 + ``sandwich_random`` per step. The
+    teacher's forward passes are not counted. ``epoch_equivalents`` is that total over the
+    training split's size: the epochs one network trained alone would need to process as many
+    images.
     """
+    from onceforall.training.schedule import resolve_phases, step_generator, subnets_for_step
+
     n = len(data.train)
     per_epoch = n // config.batch_size
+    kind = config.schedule.kind
+    resolved = resolve_phases(config, space) if space is not None else None
     phases = []
-    for p in config.schedule.phases:
+    for i, p in enumerate(config.schedule.phases):
         steps = max(1, round(p.epochs * per_epoch))
-        k = _subnets_per_step(config, p.subnets_per_step)
+        if resolved is None:
+            k = 2 + config.schedule.sandwich_random if kind == "sandwich" else p.subnets_per_step
+            trained = steps * k
+        else:
+            trained = sum(
+                len(
+                    subnets_for_step(
+                        resolved[i],
+                        kind,
+                        p.subnets_per_step,
+                        step_generator(config.seed, 0, i, *divmod(s, per_epoch)),
+                        config.schedule.sandwich_random,
+                    )
+                )
+                for s in range(steps)
+            )
         phases.append(
             {
                 "name": p.name,
                 "epochs": p.epochs,
                 "steps": steps,
-                "subnets_per_step": k,
-                "gradient_images": steps * config.batch_size * k,
+                "subnets_per_step": trained / steps,
+                "gradient_images": trained * config.batch_size,
             }
         )
     total = sum(p["gradient_images"] for p in phases)
@@ -228,6 +248,7 @@ def budget(config: TrainConfig, data: DataBundle) -> dict[str, Any]:
         "gradient_images": total,
         "epoch_equivalents": total / n,
         "longest_phase_epochs": max(p.epochs for p in config.schedule.phases),
+        "exact": resolved is not None,
     }
 
 

@@ -48,7 +48,7 @@ NAME = "costs"
 def training_phases(run: Run) -> list[dict[str, Any]]:
     """Per phase: wall seconds (from the metrics log) and gradient-images."""
     records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
-    b = budget(run.config, run.data)
+    b = budget(run.config, run.data, run.net.space)
     end: dict[int, float] = {}
     ips: dict[int, list[float]] = {}
     for r in records:
@@ -199,7 +199,7 @@ def markdown(result: dict[str, Any]) -> str:
     train_rows = [
         [
             p["name"],
-            f"{p['steps']}×{p['subnets_per_step']}",
+            f"{p['steps']}×{p['subnets_per_step']:.3g}",
             f"{p['gradient_images']:,}",
             f"{p['seconds']:.1f}",
             f"{p['gradient_images_per_s']:.0f}" if p["gradient_images_per_s"] else "—",

@@ -207,7 +207,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run(settings: Settings) -> tuple[dict[str, Any], str]:
     sn = supernet_run(settings)
-    b = budget(sn.config, sn.data)
+    b = budget(sn.config, sn.data, sn.net.space)
     spec = specializer(settings, sn)
     front = spec.pareto(seed=0)
     spread = front.spread(settings.front_points)

@@ -104,10 +104,10 @@ def _front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run(settings: Settings) -> tuple[dict[str, Any], str]:
     prog = supernet_run(settings)
-    b_prog = budget(prog.config, prog.data)
+    b_prog = budget(prog.config, prog.data, prog.net.space)
     sw_config = sandwich_config(prog.config, b_prog["gradient_images"], b_prog["train_images"])
     sand = ensure_run(sw_config, settings.work / "sandwich", progress=settings.progress)
-    b_sand = budget(sand.config, sand.data)
+    b_sand = budget(sand.config, sand.data, sand.net.space)
     space = prog.net.space
     archs = [
         ("largest", space.largest()),
@@ -144,6 +144,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "machine": machine(),
         "config": rel(settings.config),
         "budget_kind": "gradient-images",
+        "sandwich_random": sand.config.schedule.sandwich_random,
         "schedules": results,
         "paired": {
             "archs": len(diffs),
@@ -229,9 +230,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 `{result["command"]}` — two supernets of `{result["config"]}`'s family and data: its
 progressive-shrinking schedule, and one sandwich phase (largest + smallest +
-{result["schedules"]["sandwich"]["budget"]["phases"][0]["subnets_per_step"] - 2} random subnets
-per step, in-place distillation) with the **same number of gradient-images** (steps × batch ×
-subnets per step; the progressive teacher's forward passes not counted) and the full phase's
+{result["sandwich_random"]} random subnets
+per step, in-place distillation) with the **same number of gradient-images** (batch × subnets
+trained, summed over steps, as the trainer drew them; the progressive teacher's forward passes
+not counted) and the full phase's
 peak learning rate. Test top-1 (%) after BN recalibration of the same archs from both; fronts:
 accuracy vs MACs over the measured archs; hypervolume over normalised MACs × accuracy above the
 lowest measured (larger is better). One training seed each. Plot: [schedules.png](schedules.png).

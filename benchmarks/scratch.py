@@ -160,7 +160,7 @@ def _verdict(row: dict[str, Any]) -> str:
 
 def run(settings: Settings) -> tuple[dict[str, Any], str]:
     sn = supernet_run(settings)
-    b = budget(sn.config, sn.data)
+    b = budget(sn.config, sn.data, sn.net.space)
     archs = pick_archs(settings, sn)
     rows = [measure_arch(settings, sn, label, arch, b) for label, arch in archs]
     for r in rows:
@@ -232,7 +232,8 @@ def markdown(result: dict[str, Any]) -> str:
             "are not the budgets described above; these numbers only check the machinery."
         )
     phases = ", ".join(
-        f"{p['name']} {p['steps']}×{b['batch_size']}×{p['subnets_per_step']}" for p in b["phases"]
+        f"{p['name']} {p['steps']}×{b['batch_size']}×{p['subnets_per_step']:.3g}"
+        for p in b["phases"]
     )
     return f"""## Subnets vs training from scratch
 
@@ -241,8 +242,9 @@ top-1 (%) of each arch: (a) extracted from the supernet with BN recalibration on
 fine-tuned {result["finetune_epochs"]:g} epoch(s) at lr {result["finetune_lr"]:g} with the full
 network as teacher; (c) trained alone from a fresh initialisation for the supernet's longest
 phase ({b["longest_phase_epochs"]:g} epochs); (d) trained alone with the supernet's whole budget:
-{b["gradient_images"]:,} gradient-images (steps × batch × subnets per step over all phases:
-{phases}; teacher forwards not counted) = {b["epoch_equivalents"]:.2f} epochs of the
+{b["gradient_images"]:,} gradient-images (batch × subnets trained, summed over every step of
+every phase as the trainer drew them; per phase steps × batch × mean subnets per step: {phases};
+teacher forwards not counted) = {b["epoch_equivalents"]:.2f} epochs of the
 {b["train_images"]:,}-image training split. Scratch runs: lr {result["scratch_lr"]:g}, cosine,
 no teacher. (b)-(d): mean ± standard deviation over {n} seed(s). Target (the paper's claim): (a)
 at least (c), and (a) or (b) within one standard deviation of (d).
