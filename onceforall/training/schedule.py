@@ -121,14 +121,14 @@ def subnets_for_step(
     ``progressive``: ``k`` archs sampled from the phase's space (the dynamic batch).
     ``sandwich``: the largest, the smallest and ``sandwich_random`` random archs, largest first
     (its outputs are the in-place distillation targets of the others).
-    Under the sandwich rule each distinct arch runs once (a full-network phase with elastic
-    resolution trains the largest arch at its largest and smallest resolution, not four copies);
-    a phase whose space holds one arch trains it once per step under either rule.
+    A full-network phase (``largest_only``) trains the full network normally under either rule:
+    ``k`` draws of its resolution. Under the sandwich rule each distinct arch runs once; a phase
+    whose space holds one arch trains it once per step.
     """
     space = phase.space
-    if space.size == 1:  # e.g. the full-network phase: one arch, however many a step asks for
+    if space.size == 1:  # one arch (a full-network phase at one resolution): train it once
         return [space.largest()]
-    if kind == "sandwich":
+    if kind == "sandwich" and not phase.config.largest_only:
         archs = [space.largest(), space.smallest()]
         archs += [space.sample(generator) for _ in range(sandwich_random)]
         return list(dict.fromkeys(archs))  # each distinct arch once, largest first
