@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from onceforall.arch import ArchConfig, SearchSpace
-from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
+from onceforall.config import TrainConfig, load_config, save_config
 from onceforall.data import DataBundle
-from onceforall.run import Run
-from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write, diff_keys
+from onceforall.run import Run, train_or_reuse
+from onceforall.training.checkpoint import atomic_write
 
 __all__ = [
     "REPO",
@@ -171,24 +171,12 @@ def ensure_run(
 ) -> Run:
     """The finished run of ``config`` in ``run_dir``: reused if finished with the same config,
     resumed if interrupted, trained otherwise. A run of another config there is an error."""
-    from onceforall.training import train
-
-    if (run_dir / SUPERNET_FILE).is_file():
-        run = Run.open(run_dir)
-        diff = diff_keys(config_to_dict(run.config), config_to_dict(config))
-        if diff:
-            raise FileExistsError(
-                f"{run_dir} holds a run of another config (keys: {', '.join(diff)}); "
-                "delete it or choose another --work"
-            )
-        return run
-    resume = (run_dir / STATE_FILE).is_file()
-    print(f"{'resuming' if resume else 'training'} {run_dir}", flush=True)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    train(config, run_dir, resume=resume, progress=progress)
-    if header:
+    run, how = train_or_reuse(
+        config, run_dir, progress=progress, fix="delete it or choose another --work"
+    )
+    if header and not how.startswith("reused"):
         save_config(config, run_dir / "benchmark_config.yaml", header)
-    return Run.open(run_dir)
+    return run
 
 
 def budget(

@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from onceforall.config import config_to_dict, load_config
+from onceforall.config import load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
-from onceforall.run import Run
+from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
-from onceforall.training import train
 from onceforall.training.bn import batches
-from onceforall.training.checkpoint import STATE_FILE, SUPERNET_FILE, atomic_write, diff_keys
+from onceforall.training.checkpoint import atomic_write
 
 __all__ = ["PRESETS", "DemoSettings", "preset_config", "run_demo"]
 
@@ -119,31 +118,6 @@ def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
     return 100.0 * correct / total
 
 
-def _train_or_reuse(
-    out: Path, config_path: Path, progress: bool, overrides: list[str] | None = None
-) -> tuple[Run, str]:
-    run_dir = out / "run"
-    config = load_config(config_path, overrides)
-    if (run_dir / SUPERNET_FILE).is_file():
-        run = Run.open(run_dir)
-        # A finished run of another preset or family must not stand in for the one asked for.
-        diff = diff_keys(config_to_dict(run.config), config_to_dict(config))
-        if diff:
-            raise FileExistsError(
-                f"{run_dir} holds a run of another config (keys: {', '.join(diff)}); "
-                "choose another --out"
-            )
-        return run, f"reused the finished run in {run_dir} (training skipped)"
-    resume = (run_dir / STATE_FILE).is_file()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise FileExistsError(
-            f"{run_dir} exists but holds no onceforall checkpoint; choose another --out"
-        )
-    print(f"{'resuming' if resume else 'training'} the supernet: {config_path} -> {run_dir}")
-    train(config, run_dir, resume=resume, progress=progress)
-    return Run.open(run_dir), f"{'resumed' if resume else 'trained'} {run_dir}"
-
-
 def run_demo(
     out: str | Path = "runs/demo",
     preset: str = "quick",
@@ -169,7 +143,7 @@ def run_demo(
     timings: dict[str, float] = {}
 
     t = time.monotonic()
-    run, how = _train_or_reuse(out, config_path, progress, overrides)
+    run, how = train_or_reuse(load_config(config_path, overrides), out / "run", progress=progress)
     print(how)
     timings["train"] = time.monotonic() - t
 

@@ -14,19 +14,21 @@ import torch
 from torch import nn
 
 from onceforall.arch import ArchConfig
-from onceforall.config import TrainConfig, load_config
+from onceforall.config import TrainConfig, config_to_dict, load_config
 from onceforall.data import DataBundle, load_data
 from onceforall.supernets import Supernet
 from onceforall.training.bn import accuracy, batches, recalibrate_bn
 from onceforall.training.checkpoint import (
     CONFIG_FILE,
+    STATE_FILE,
     SUPERNET_FILE,
     TEACHER_FILE,
+    diff_keys,
     load_supernet,
     load_weights,
 )
 
-__all__ = ["Run"]
+__all__ = ["Run", "train_or_reuse"]
 
 
 @dataclass
@@ -115,3 +117,43 @@ class Run:
     @property
     def supernet_file(self) -> Path:
         return self.path / SUPERNET_FILE
+
+
+def train_or_reuse(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    fix: str = "choose another --out",
+) -> tuple[Run, str]:
+    """The finished run of ``config`` in ``run_dir``: reused if it finished with the same config,
+    resumed if interrupted, trained otherwise (the demo and the benchmarks start here).
+
+    Args:
+        fix: what the error messages tell the user to do instead (e.g. which option to change).
+
+    Returns:
+        The run and what happened to it: ``"reused ..."``, ``"resumed ..."`` or ``"trained ..."``.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run of another config (a finished run of another
+            preset or family must never stand in for the one asked for), or files that are no run.
+    """
+    from onceforall.training import train  # the trainer imports this module's neighbours
+
+    run_dir = Path(run_dir)
+    if (run_dir / SUPERNET_FILE).is_file():
+        run = Run.open(run_dir)
+        diff = diff_keys(config_to_dict(run.config), config_to_dict(config))
+        if diff:
+            raise FileExistsError(
+                f"{run_dir} holds a run of another config (keys: {', '.join(diff)}); {fix}"
+            )
+        return run, f"reused the finished run in {run_dir} (training skipped)"
+    resume = (run_dir / STATE_FILE).is_file()
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise FileExistsError(f"{run_dir} exists but holds no onceforall checkpoint; {fix}")
+    print(f"{'resuming' if resume else 'training'} the supernet in {run_dir}", flush=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    train(config, run_dir, resume=resume, progress=progress)
+    return Run.open(run_dir), f"{'resumed' if resume else 'trained'} {run_dir}"

@@ -133,7 +133,8 @@ def test_report_renders_in_headless_chromium(demo_dir, tmp_path):
 def test_demo_resumes_an_interrupted_run_and_reuses_a_finished_one(tmp_path, capsys):
     import yaml
 
-    from onceforall.demo import _train_or_reuse
+    from onceforall.config import load_config
+    from onceforall.run import train_or_reuse
     from onceforall.training import TrainInterrupted, train
     from tests.conftest import TINY, tiny_config
 
@@ -142,19 +143,21 @@ def test_demo_resumes_an_interrupted_run_and_reuses_a_finished_one(tmp_path, cap
     out = tmp_path / "demo"
     with pytest.raises(TrainInterrupted):
         train(tiny_config(), out / "run", progress=False, stop_after_steps=5)
-    run, how = _train_or_reuse(out, config_path, progress=False)
+
+    config = load_config(config_path)
+    run, how = train_or_reuse(config, out / "run", progress=False)
     assert how.startswith("resumed") and run.supernet_file.is_file()
     steps = [json.loads(line)["global_step"] for line in (out / "run" / "metrics.jsonl").open()]
     assert steps == sorted(steps)  # one uninterrupted log
-    run, how = _train_or_reuse(out, config_path, progress=False)
+    run, how = train_or_reuse(config, out / "run", progress=False)
     assert "training skipped" in how
     # A finished run of another family (demo --family) is never reused in its place.
     with pytest.raises(FileExistsError, match=r"another config \(keys: model\.family\)"):
-        _train_or_reuse(out, config_path, progress=False, overrides=["model.family=mbv3"])
+        train_or_reuse(load_config(config_path, ["model.family=mbv3"]), out / "run", progress=False)
     (tmp_path / "other" / "run").mkdir(parents=True)
     (tmp_path / "other" / "run" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="another --out"):
-        _train_or_reuse(tmp_path / "other", config_path, progress=False)
+        train_or_reuse(config, tmp_path / "other" / "run", progress=False)
 
 
 def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):
