@@ -111,7 +111,7 @@ def main() -> None:
         "train_s": round(seconds, 1),
         "images_per_s": round(total * args.batch_size / seconds, 1),
         "holdout_top1": round(100 * correct / len(hx), 2),
-        "last_loss": round(float(loss), 4),
+        "last_loss": round(float(loss.detach()), 4),
     }
     print(json.dumps(record), flush=True)
 
