@@ -206,3 +206,27 @@ def test_cli_parses_quick_defaults():
     assert names == ["scratch", "schedules", "pareto", "reference", "costs"]
     assert s.quick and s.seeds == 2 and s.config.name == "smoke.yaml"
     assert s.command("scratch").endswith("-m benchmarks all --quick --seeds 2")
+
+
+def test_label_noise_ceiling_matches_simulated_predictor_tau():
+    """The tau ceiling estimated from split halves is what a perfect predictor scores against
+    binomially noisy labels, and the holdout size it asks for does reach the target."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from benchmarks.label_noise import images_for_tau, reliability, tau_ceiling
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(0.87, 0.004, size=300)  # 0.4 pp spread, like a quick supernet's subnets
+    correct = rng.random((300, 5000)) < true[:, None]
+    stats = reliability(correct)
+    measured = correct.mean(1)
+    assert abs(stats["tau_ceiling"] - kendalltau(true, measured)[0]) < 0.06
+    assert 0.3 < stats["reliability"] < 0.9  # noise sd ~0.48 pp vs a 0.4 pp spread
+    n = images_for_tau(stats["reliability"], 5000, 0.8)
+    rho_n = stats["reliability"] / (stats["reliability"] + (1 - stats["reliability"]) * 5000 / n)
+    assert n > 5000 and tau_ceiling(rho_n) == pytest.approx(0.8)
+    assert images_for_tau(0.99, 5000, 0.8) == 5000  # already there
+    twins = np.repeat(correct[:, :2500], 2, axis=1)  # each image's outcome twice: no noise
+    assert reliability(twins)["tau_ceiling"] == pytest.approx(1.0)
+    assert tau_ceiling(1.0) == 1.0 and tau_ceiling(0.0) == 0.0

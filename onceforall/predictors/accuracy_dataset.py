@@ -36,7 +36,13 @@ from onceforall.supernets import Supernet
 from onceforall.training.bn import batches, recalibrate_bn
 from onceforall.training.checkpoint import atomic_write
 
-__all__ = ["DATASET_FILE", "AccuracyDataset", "build_accuracy_dataset", "sample_archs"]
+__all__ = [
+    "DATASET_FILE",
+    "AccuracyDataset",
+    "SubnetEvaluator",
+    "build_accuracy_dataset",
+    "sample_archs",
+]
 
 DATASET_FILE = "accuracy_dataset.jsonl"
 _CACHE_BYTES = 1 << 30  # pre-resized holdout tensors above this size are streamed instead
@@ -104,7 +110,7 @@ class AccuracyDataset:
 # ----------------------------------------------------------------------------- evaluation
 
 
-class _Evaluator:
+class SubnetEvaluator:
     """Evaluates archs as :func:`~onceforall.training.bn.evaluate_subnet` does, with the same
     batches, but resizes the calibration and evaluation images once per resolution (unless they
     would take more than 1 GiB: then they stream from the dataset for every subnet)."""
@@ -140,18 +146,21 @@ class _Evaluator:
             self._cache[res] = (list(cal), list(ev))
         return self._cache[res]
 
-    def __call__(self, arch: ArchConfig) -> float:
+    def correct(self, arch: ArchConfig) -> torch.Tensor:
+        """Whether the BN-recalibrated subnet classifies each evaluation image right: a
+        ``(n_eval,)`` bool tensor in holdout order (per-image outcomes, for noise studies)."""
         # Extraction measured as fast as recalibrating the supernet itself through set_active
         # (~20 ms per subnet, <2% of an evaluation) and it leaves the supernet's buffers alone.
         sub = self.net.extract(arch)
         cal, ev = self._inputs(arch.resolution)
         recalibrate_bn(sub, arch, cal)  # its own resize is a no-op on these
-        correct = total = 0
         with torch.inference_mode():
-            for x, y in ev:
-                correct += int((sub(x).argmax(1).cpu() == y).sum())
-                total += len(y)
-        return 100.0 * correct / total
+            return torch.cat([sub(x).argmax(1).cpu() == y for x, y in ev])
+
+    def __call__(self, arch: ArchConfig) -> float:
+        """Top-1 accuracy (%) of the BN-recalibrated subnet on the evaluation images."""
+        correct = self.correct(arch)
+        return 100.0 * int(correct.sum()) / len(correct)
 
 
 def _weights_fingerprint(net: nn.Module) -> str:
@@ -285,7 +294,7 @@ def build_accuracy_dataset(
         raise ValueError("data.holdout is empty: set data.holdout_size > 0 in the run's config")
     n_cal = min(calibration_images, len(data.holdout))
     n_eval = len(data.holdout) if eval_images is None else min(eval_images, len(data.holdout))
-    evaluator = _Evaluator(net, data, n_cal, n_eval, batch_size)
+    evaluator = SubnetEvaluator(net, data, n_cal, n_eval, batch_size)
     settings = {
         "split": "holdout",
         "calibration_images": n_cal,

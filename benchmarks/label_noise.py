@@ -1,0 +1,122 @@
+"""Label noise of the accuracy dataset: the Kendall tau any accuracy predictor can reach on it.
+
+    .venv/bin/python -m benchmarks.label_noise RUN_DIR [--n 100] [--calibration-images 2000]
+        [--eval-images 0] [--threads N]
+
+An accuracy predictor is scored against measured holdout accuracies, and a measured accuracy is
+the subnet's "true" accuracy plus the luck of which holdout images it happens to get right. When
+the subnets' accuracies spread little, that luck caps the rank correlation of even a perfect
+predictor. This measures the cap on a run's first ``--n`` archs of the accuracy dataset (the same
+archs, calibration and evaluation images as ``build_accuracy_dataset``'s defaults):
+
+- each subnet is evaluated image by image; the holdout is split into its even and odd images and
+  the split-half reliability ``r`` (correlation over subnets of the two halves' accuracies) is
+  stepped up to the whole holdout with the Spearman-Brown formula, ``rho = 2r / (1 + r)``: the
+  share of the measured accuracies' variance that is the subnets' own;
+- the noise standard deviation is ``sd * sqrt(1 - rho)``;
+- for jointly normal values the Kendall tau between true and measured accuracy is
+  ``(2 / pi) * asin(sqrt(rho))``: the expected tau of a perfect predictor against these labels;
+- the noise variance falls as 1 / images, so the holdout size at which the ceiling reaches a
+  target follows from ``rho``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import onceforall as ofa
+from onceforall.config import load_config
+from onceforall.data import load_data
+from onceforall.predictors.accuracy_dataset import SubnetEvaluator, sample_archs
+
+
+def tau_ceiling(rho: float) -> float:
+    """Expected Kendall tau between a value and a noisy measurement of it whose reliability
+    (true variance / measured variance) is ``rho``, for jointly normal values."""
+    return 2 / math.pi * math.asin(math.sqrt(min(max(rho, 0.0), 1.0)))
+
+
+def reliability(correct: np.ndarray) -> dict[str, float]:
+    """Split-half statistics of a ``(subnets, images)`` bool matrix of per-image outcomes."""
+    acc = 100 * correct.mean(1)
+    even, odd = 100 * correct[:, 0::2].mean(1), 100 * correct[:, 1::2].mean(1)
+    r = float(np.corrcoef(even, odd)[0, 1])
+    rho = 2 * r / (1 + r) if r > -1 else float("nan")
+    sd = float(acc.std(ddof=1))
+    return {
+        "subnets": int(correct.shape[0]),
+        "images": int(correct.shape[1]),
+        "accuracy_sd_pp": sd,
+        "split_half_r": r,
+        "reliability": rho,
+        "noise_sd_pp": sd * math.sqrt(max(1 - rho, 0.0)),
+        "tau_ceiling": tau_ceiling(rho),
+    }
+
+
+def images_for_tau(rho: float, images: int, tau: float) -> float:
+    """Holdout images at which the ceiling reaches ``tau`` (noise variance ~ 1 / images)."""
+    need = math.sin(tau * math.pi / 2) ** 2  # the reliability that gives tau
+    if rho <= 0:
+        return float("inf")
+    if rho >= need:
+        return float(images)
+    # rho(n') = v / (v + e n / n') with v = rho, e = 1 - rho (variances relative to the total).
+    return images * (1 - rho) * need / (rho * (1 - need))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--n", type=int, default=100, help="subnets (the dataset's first n archs)")
+    p.add_argument("--calibration-images", type=int, default=2000)
+    p.add_argument("--eval-images", type=int, default=0, help="0: the whole holdout split")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0, help="the accuracy dataset's sample seed")
+    p.add_argument("--target-tau", type=float, default=0.8)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.n < 3:
+        p.error("--n must be at least 3 (a correlation over subnets)")
+
+    net = ofa.load_supernet(args.run_dir)
+    data = load_data(load_config(args.run_dir / "config.yaml").data)
+    n_cal = min(args.calibration_images, len(data.holdout))
+    n_eval = len(data.holdout) if not args.eval_images else min(args.eval_images, len(data.holdout))
+    print(f"run {args.run_dir}: {net.space.describe()}")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads; BN calibrated on {n_cal} and evaluated on "
+        f"{n_eval} holdout images"
+    )
+    evaluator = SubnetEvaluator(net, data, n_cal, n_eval, args.batch_size)
+    start = time.perf_counter()
+    archs = sample_archs(net.space, args.n, args.seed)
+    correct = np.stack([evaluator.correct(a).numpy() for a in tqdm(archs, desc="subnets")])
+    stats = reliability(correct)
+    print(f"{args.n} subnets in {time.perf_counter() - start:.0f} s")
+    acc = 100 * correct.mean(1)
+    print(
+        f"holdout accuracy {acc.min():.2f} .. {acc.max():.2f} %, sd {stats['accuracy_sd_pp']:.3f} "
+        f"pp; split-half r {stats['split_half_r']:.3f}, reliability {stats['reliability']:.3f}"
+    )
+    print(
+        f"label noise sd {stats['noise_sd_pp']:.3f} pp; Kendall tau ceiling "
+        f"{stats['tau_ceiling']:.3f} (a perfect predictor, scored on these labels)"
+    )
+    need = images_for_tau(stats["reliability"], n_eval, args.target_tau)
+    print(f"holdout images for a ceiling of {args.target_tau}: {need:,.0f} (now {n_eval:,})")
+
+
+if __name__ == "__main__":
+    main()
