@@ -47,6 +47,13 @@ def parse_settings(argv: list[str]) -> tuple[list[str], Settings]:
     p.add_argument("--accuracy-samples", type=int, help="subnets in the accuracy dataset")
     p.add_argument("--schedule-archs", type=int, help="random archs the schedules compare on")
     p.add_argument("--ofa-env", type=Path, help="directory with the PyPI `ofa` package")
+    p.add_argument(
+        "--archs",
+        type=lambda v: v.split(","),
+        help="scratch only: comma-separated subset of largest,median,smallest,pick25,pick50 "
+        "to train (e.g. on another core); results are cached and no section is written until "
+        "a run without --archs assembles them",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -60,7 +67,7 @@ def parse_settings(argv: list[str]) -> tuple[list[str], Settings]:
         )
     )
     for name in ("config", "work", "out", "seeds", "finetune_epochs", "accuracy_samples",
-                 "schedule_archs", "ofa_env"):  # fmt: skip
+                 "schedule_archs", "ofa_env", "archs"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             setattr(base, name, value)
@@ -85,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"== benchmark {name}", flush=True)
         result, md = module.run(settings)
+        if result.get("partial"):
+            print(f"== {name}: {result['partial']} done and cached; no section written", flush=True)
+            continue
         result["benchmark_seconds"] = time.monotonic() - started
         path = write_outputs(settings, name, result, md)
         print(md)

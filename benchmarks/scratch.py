@@ -47,6 +47,8 @@ from onceforall.training.bn import recalibrate_bn
 from onceforall.training.finetune import scratch_subnet, train_subnet_loop
 
 NAME = "scratch"
+# ``--archs`` names for pick_archs' archs, in its order.
+ARCH_KEYS = ("largest", "median", "smallest", "pick25", "pick50")
 FINETUNE_LR = 0.01
 
 
@@ -162,6 +164,16 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
     sn = supernet_run(settings)
     b = budget(sn.config, sn.data, sn.net.space)
     archs = pick_archs(settings, sn)
+    if settings.archs:
+        # Part of the archs (e.g. the rest running on another core): results are cached for the
+        # full run to assemble, and no section is written from a partial table.
+        keys = dict(zip(ARCH_KEYS, archs, strict=True))
+        unknown = sorted(set(settings.archs) - set(keys))
+        if unknown:
+            raise SystemExit(f"--archs: unknown {unknown}; choose from {', '.join(ARCH_KEYS)}")
+        for key in settings.archs:
+            measure_arch(settings, sn, *keys[key], b)
+        return {"name": NAME, "partial": list(settings.archs)}, ""
     rows = [measure_arch(settings, sn, label, arch, b) for label, arch in archs]
     for r in rows:
         r["verdict"] = _verdict(r)

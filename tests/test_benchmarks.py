@@ -120,6 +120,11 @@ def test_scratch(settings):
     # Cached: a second run measures nothing again and gives the same numbers.
     again, _ = scratch.run(settings)
     assert again["rows"] == result["rows"]
+    # A partial run (--archs) trains only its archs and returns no table to write.
+    part = dataclasses.replace(settings, archs=["smallest", "pick50"])
+    assert scratch.run(part) == ({"name": "scratch", "partial": ["smallest", "pick50"]}, "")
+    with pytest.raises(SystemExit, match=r"unknown.*bogus"):
+        scratch.run(dataclasses.replace(settings, archs=["bogus"]))
 
 
 def test_schedules(settings):
@@ -206,6 +211,11 @@ def test_cli_parses_quick_defaults():
     assert names == ["scratch", "schedules", "pareto", "reference", "costs"]
     assert s.quick and s.seeds == 2 and s.config.name == "smoke.yaml"
     assert s.command("scratch").endswith("-m benchmarks all --quick --seeds 2")
+    assert s.archs is None
+    assert parse_settings(["scratch", "--archs", "smallest,pick50"])[1].archs == [
+        "smallest",
+        "pick50",
+    ]
 
 
 def test_label_noise_ceiling_matches_simulated_predictor_tau():
