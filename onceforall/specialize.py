@@ -51,7 +51,7 @@ class Pick:
 
     label: str
     arch: str
-    predicted_accuracy: float
+    predicted_accuracy: float  # measured on the holdout for an arch of the accuracy dataset
     holdout_accuracy: float | None
     latency_ms: float  # predicted by the latency table
     measured_latency_ms: float | None
@@ -176,16 +176,25 @@ class Specializer:
     def search(
         self, constraints: list[Constraint], *, top_k: int = 1, seed: int = 0
     ) -> list[Candidate]:
-        """The ``top_k`` distinct archs of highest predicted accuracy meeting every budget."""
+        """The ``top_k`` distinct archs of highest accuracy meeting every budget: measured for
+        the accuracy dataset's archs (which seed the first population), predicted for the rest
+        (:meth:`AccuracyPredictor.accuracy`)."""
+        pred = self.predictor
         result = evolutionary_search(
-            self.run.net.space, self.predictor.predict, constraints, top_k=top_k, seed=seed
+            self.run.net.space,
+            pred.accuracy,
+            constraints,
+            top_k=top_k,
+            seed=seed,
+            seeds=pred.best_measured(),
         )
         return list(result.top)
 
     def pareto(
         self, constraints: list[Constraint] = (), *, objective: str = "latency_ms", seed: int = 0
     ) -> Any:  # onceforall.search.ParetoResult
-        """The predicted accuracy vs ``latency_ms`` (this backend) or ``macs`` Pareto front."""
+        """The accuracy (measured or predicted, as in :meth:`search`) vs ``latency_ms`` (this
+        backend) or ``macs`` Pareto front."""
         if objective not in ("latency_ms", "macs"):
             raise ValueError(f"objective={objective!r}: choose latency_ms or macs")
         cost = (
@@ -195,8 +204,14 @@ class Specializer:
         )
         from onceforall.search.nsga import pareto_search
 
+        pred = self.predictor
         return pareto_search(
-            self.run.net.space, self.predictor.predict, cost, list(constraints), seed=seed
+            self.run.net.space,
+            pred.accuracy,
+            cost,
+            list(constraints),
+            seed=seed,
+            seeds=pred.best_measured(),
         )
 
     # ---------------------------------------------------------------- measurement
@@ -212,7 +227,7 @@ class Specializer:
         extracted subnet and its end-to-end latency on this backend (same threads as the table)."""
         net = self.run.net
         labels = labels or [str(i) for i in range(len(archs))]
-        predicted_acc = self.predictor.predict(archs)
+        predicted_acc = self.predictor.accuracy(archs)
         predicted_ms = self.latency_table.predict_many(archs)
         picks = []
         for label, arch, acc, ms in zip(labels, archs, predicted_acc, predicted_ms, strict=True):

@@ -211,3 +211,24 @@ def test_ensure_predictor_builds_then_loads(tiny, tmp_path, monkeypatch):
     grown = ensure_predictor(tmp_path, net, data, n=14, progress=False, **SETTINGS)
     assert grown.metrics["n_train"] + grown.metrics["n_test"] == 14  # refit on the larger dataset
     assert AccuracyPredictor.load(tmp_path, net.space).info["n"] == 14
+
+
+def test_measured_archs_answer_with_their_measurement(tiny, tmp_path):
+    """ensure_predictor's predictor carries the dataset's measurements (built or loaded); the
+    searches' accuracy uses them for those archs and the prediction elsewhere."""
+    net, data = tiny
+    archs = sample_archs(net.space, 12)
+    for _ in range(2):  # built, then loaded
+        pred = ensure_predictor(tmp_path, net, data, n=12, progress=False, **SETTINGS)
+        ds = build_accuracy_dataset(net, data, tmp_path, 12, **SETTINGS)
+        assert pred.measured == dict(zip(ds.archs, ds.accuracies.tolist(), strict=True))
+        np.testing.assert_array_equal(pred.accuracy(archs), ds.accuracies)
+    others = sample_archs(net.space, 40)[12:]
+    np.testing.assert_array_equal(pred.accuracy(others), pred.predict(others))
+    mixed = [others[0], archs[3]]
+    np.testing.assert_allclose(  # an MLP's output varies in the last bits with the batch
+        pred.accuracy(mixed), [pred.predict(others[:1])[0], ds.accuracies[3]], rtol=1e-6
+    )
+    best = pred.best_measured()
+    assert set(best) == set(archs) and pred.measured[best[0]] == ds.accuracies.max()
+    assert AccuracyPredictor(net.space).accuracy(archs[:2]).shape == (2,)  # none measured

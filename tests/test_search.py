@@ -393,3 +393,30 @@ def test_pareto_search_rejects_bad_arguments():
         pareto_search(TINY, acc, other, [TOY.at_most(1e9)])
     with pytest.raises(ValueError, match="predict_many"):
         latency_cost(object())
+
+
+def test_searches_start_from_feasible_seeds(net):
+    """A seed the accuracy function rates far above everything (as a measured arch can be) is
+    found by both searches, however unlikely sampling is to hit it; infeasible seeds are
+    skipped."""
+    space = net.space
+    budgets = _mbv3_budgets(net, 0.3, 1.0)
+    star = space.mutate(space.smallest(), 0.3, torch.Generator().manual_seed(5))
+    assert (budgets[0]([star]) <= budgets[0].limit).all()
+    base = _linear_accuracy(space)
+
+    def accuracy(archs):
+        out = base(archs)
+        out[[a == star for a in archs]] = 1e3
+        return out
+
+    seeds = [space.largest(), star]  # the largest breaks the budget
+    plain = evolutionary_search(space, accuracy, budgets, generations=3, seed=0)
+    assert plain.best.arch != star
+    seeded = evolutionary_search(space, accuracy, budgets, generations=3, seed=0, seeds=seeds)
+    assert seeded.best.arch == star and seeded.best.score == 1e3
+    front = pareto_search(
+        space, accuracy, macs_cost(net), budgets, generations=3, population_size=20, seeds=seeds
+    )
+    assert star in [c.arch for c in front.front]
+    assert space.largest() not in [c.arch for c in front.front]

@@ -77,6 +77,9 @@ class AccuracyPredictor:
     target_std: float = 1.0
     metrics: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # provenance: dataset settings, fit options
+    # Holdout accuracies measured for the accuracy dataset's archs (set by ensure_predictor; not
+    # saved with the predictor: the dataset file holds them).
+    measured: dict[ArchConfig, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -151,6 +154,28 @@ class AccuracyPredictor:
             ValueError: for an arch outside :attr:`space`.
         """
         return self.predict_encoded(self.encode(archs))
+
+    def accuracy(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """What the searches maximize: the measured holdout accuracy (%) for an arch of
+        :attr:`measured`, the prediction for any other.
+
+        A measurement is the better estimate, and on a small supernet it can matter: an MLP fit
+        on a few hundred subnets smooths over archs that training favours (the sandwich rule
+        trains the largest and smallest subnets on every step, so they sit well above their
+        neighbours), and would otherwise steer the search past a measured arch that beats its
+        pick.
+        """
+        out = self.predict(archs)
+        if self.measured:
+            for i, arch in enumerate(archs):
+                value = self.measured.get(arch)
+                if value is not None:
+                    out[i] = value
+        return out
+
+    def best_measured(self) -> list[ArchConfig]:
+        """The measured archs, most accurate first (seeds for a search's first population)."""
+        return sorted(self.measured, key=self.measured.__getitem__, reverse=True)
 
     def score(self, archs: Sequence[ArchConfig], accuracies: Sequence[float]) -> dict[str, float]:
         """RMSE (percentage points) and Kendall tau of the predictions against ``accuracies``."""
@@ -283,7 +308,8 @@ def ensure_predictor(
     progress: bool = True,
 ) -> AccuracyPredictor:
     """The run's accuracy predictor: measure the missing part of the accuracy dataset, then load
-    the saved predictor if it was fit on exactly this dataset, else fit and save one.
+    the saved predictor if it was fit on exactly this dataset, else fit and save one. Either way
+    it carries the dataset's measurements (:attr:`AccuracyPredictor.measured`).
 
     Arguments are those of :func:`build_accuracy_dataset` and :func:`fit_accuracy_predictor`.
     Under torchrun every rank evaluates its share; rank 0 saves.
@@ -311,6 +337,7 @@ def ensure_predictor(
     try:
         pred = AccuracyPredictor.load(run_dir, net.space)
         if {k: pred.info.get(k) for k in wanted} == wanted:
+            pred.measured = dict(zip(ds.archs, ds.accuracies.tolist(), strict=True))
             return pred
     except (FileNotFoundError, ValueError):
         pass  # missing, or fit for something else: the dataset is current, so refit over it
@@ -320,4 +347,5 @@ def ensure_predictor(
     pred.info.update(wanted)
     if (rank if rank is not None else _dist()[0]) == 0:
         pred.save(run_dir)
+    pred.measured = dict(zip(ds.archs, ds.accuracies.tolist(), strict=True))
     return pred

@@ -131,16 +131,22 @@ def _initial_population(
     *,
     max_attempts: int,
     mutation_prob: float,
+    seeds: Sequence[ArchConfig] = (),
 ) -> list[ArchConfig]:
     """Up to ``size`` distinct feasible archs; every loop is bounded.
 
-    First rejection sampling, one batch of ``size`` archs at a time, ``max_attempts`` archs in
+    First the feasible ``seeds``, in their order (at most ``size``). Then rejection sampling,
+    one batch of ``size`` archs at a time, ``max_attempts`` archs in
     all. If a tight budget leaves that short, grow from the feasible ``anchor`` (from
     :func:`check_feasible`) by mutating random members of the pool found so far, again at most
     ``max_attempts`` tries; the result may then hold fewer than ``size`` archs (at least the
     anchor), which the searches accept.
     """
     pool: dict[ArchConfig, None] = {}
+    seeds = [space.validate(a) for a in seeds]
+    for a, ok in zip(seeds, ev.feasible(seeds) if seeds else [], strict=True):
+        if ok and len(pool) < size:
+            pool[a] = None
     tried = 0
     while len(pool) < size and tried < max_attempts:  # bounded: tried grows every pass
         batch = [space.sample(g) for _ in range(min(size, max_attempts - tried))]

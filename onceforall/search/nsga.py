@@ -23,7 +23,7 @@ from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
 from pymoo.optimize import minimize
 
-from onceforall.arch import SearchSpace, as_generator
+from onceforall.arch import ArchConfig, SearchSpace, as_generator
 from onceforall.search.constraints import BatchFn, Constraint, Cost, check_feasible
 from onceforall.search.encoding import IntegerEncoding
 from onceforall.search.evaluation import (
@@ -143,6 +143,7 @@ def pareto_search(
     mutation_prob: float = 0.1,
     seed: torch.Generator | int | None = 0,
     max_init_attempts: int = 1000,
+    seeds: Sequence[ArchConfig] = (),
 ) -> ParetoResult:
     """The Pareto front of accuracy (maximized) vs one cost (minimized), by NSGA-II.
 
@@ -160,6 +161,8 @@ def pareto_search(
         seed: ``torch.Generator`` or int; the same seed gives the same front.
         max_init_attempts: archs sampled at most while seeding the initial population with
             feasible archs (the rest is padded with random ones, which NSGA-II ranks by violation).
+        seeds: archs put in the initial population first, when feasible (e.g. the measured
+            archs of the accuracy dataset, best first).
 
     Returns:
         A :class:`ParetoResult`; ``result.spread(n)`` picks ``n`` archs along the front.
@@ -196,6 +199,7 @@ def pareto_search(
         g,
         max_attempts=max_init_attempts,
         mutation_prob=mutation_prob,
+        seeds=seeds,
     )
     known = set(init)
     pad = dict.fromkeys(space.sample(g) for _ in range(population_size - len(init)))
