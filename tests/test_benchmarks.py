@@ -240,3 +240,16 @@ def test_label_noise_ceiling_matches_simulated_predictor_tau():
     twins = np.repeat(correct[:, :2500], 2, axis=1)  # each image's outcome twice: no noise
     assert reliability(twins)["tau_ceiling"] == pytest.approx(1.0)
     assert tau_ceiling(1.0) == 1.0 and tau_ceiling(0.0) == 0.0
+
+
+def test_landscape_summary_counts_subnets_a_cheaper_family_member_beats():
+    from benchmarks.landscape import summarize
+
+    family = [("small", 1.0, 87.0), ("mid", 5.0, 86.0), ("large", 10.0, 89.0)]
+    randoms = [(2.0, 85.0), (6.0, 86.5), (6.0, 87.5), (12.0, 88.0), (3.0, 86.0)]
+    s = summarize(family, randoms)
+    assert s["subnets"] == 5 and s["median"] == 86.5
+    assert s["below_smallest"] == pytest.approx(3 / 5)  # 85.0, 86.5 and 86.0
+    # 85.0, 86.5 and 86.0 lose to the 1-MMAC family member; 88.0 loses to the 89.0 at 10.
+    assert s["beaten_by_cheaper_family"] == pytest.approx(4 / 5)
+    assert s["spearman_macs"] == pytest.approx(0.9, abs=0.1)
