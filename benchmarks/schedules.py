@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
+    REPO,
     Settings,
     budget,
     cached,
@@ -39,7 +40,7 @@ from benchmarks.common import (
     rel,
     supernet_run,
 )
-from onceforall.config import TrainConfig, config_from_dict, config_to_dict
+from onceforall.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from onceforall.run import Run
 from onceforall.search.pareto import pareto_front
 
@@ -96,6 +97,17 @@ def hypervolume(points: np.ndarray, macs_range: tuple[float, float], acc_floor: 
     return area
 
 
+def _sampling(config: TrainConfig) -> str:
+    """How the progressive schedule's phases draw their subnets, in words."""
+    if config.schedule.kind == "sandwich":
+        return (
+            f"the sandwich rule inside each phase (largest + smallest + "
+            f"{config.schedule.sandwich_random} random subnets per step)"
+        )
+    k = sorted({p.subnets_per_step for p in config.schedule.phases})
+    return f"the paper's random sampling ({'/'.join(map(str, k))} random subnets per step)"
+
+
 def _front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pts = np.array([[-r["test"], r["macs"]] for r in rows], dtype=float)
     idx = pareto_front(pts)
@@ -144,6 +156,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str]:
         "machine": machine(),
         "config": rel(settings.config),
         "budget_kind": "gradient-images",
+        "progressive_sampling": _sampling(prog.config),
         "sandwich_random": sand.config.schedule.sandwich_random,
         "schedules": results,
         "paired": {
@@ -226,10 +239,12 @@ def markdown(result: dict[str, Any]) -> str:
         "settle it: longer schedules (the paper's gap appears after many epochs per phase), "
         "several seeds of both, and a sandwich learning rate tuned for its own schedule."
     )
+    sampling = result.get("progressive_sampling") or _sampling(load_config(REPO / result["config"]))
     return f"""## Progressive shrinking vs the sandwich rule
 
 `{result["command"]}` — two supernets of `{result["config"]}`'s family and data: its
-progressive-shrinking schedule, and one sandwich phase (largest + smallest +
+progressive-shrinking schedule (full network, then elastic kernel, depth and expand phases;
+subnets drawn by {sampling}), and one sandwich phase over the whole space (largest + smallest +
 {result["sandwich_random"]} random subnets
 per step, in-place distillation) with the **same number of gradient-images** (batch × subnets
 trained, summed over steps, as the trainer drew them; the progressive teacher's forward passes
