@@ -90,6 +90,12 @@ def main() -> None:
         f"{m['kendall_tau']:.3f}  [target RMSE <= 0.5, tau >= 0.8: {verdict}]"
     )
 
+    # The two ends are the dataset's first two archs (sample_archs), in the fit or held out.
+    for name, i in (("largest", 0), ("smallest", 1)):
+        print(
+            f"{name}: measured {ds.accuracies[i]:.2f}%, predicted "
+            f"{pred.predict([ds.archs[i]])[0]:.2f}%"
+        )
     archs = sample_archs(net.space, 10_000, seed=args.seed + 1)
     pred.predict(archs[:100])  # warm up
     best = min(_timed(pred.predict, archs) for _ in range(3))
