@@ -255,6 +255,9 @@ lowest measured (larger is better). One training seed each. Plot: [schedules.png
 
 {table}
 
+Wall times are each run's own `summary.json`, from wherever and with however many threads it was
+trained (a reused run keeps its own): compare them only when both ran alike.
+
 {verdict}
 
 {machine_line(result["machine"])}
