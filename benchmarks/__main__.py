@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== benchmark {name}", flush=True)
         result, md = module.run(settings)
         if result.get("partial"):
+            print(md)
             print(f"== {name}: {result['partial']} done and cached; no section written", flush=True)
             continue
         result["benchmark_seconds"] = time.monotonic() - started

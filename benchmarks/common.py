@@ -76,7 +76,7 @@ class Settings:
     # budget, ~10 epochs, would make the sanity pass take longer than the supernet's training).
     max_scratch_epochs: float | None = None
     ofa_env: Path = field(default_factory=lambda: REPO / ".bench-ofa")
-    archs: list[str] | None = None  # scratch only: run just these archs (cached, no section)
+    archs: list[str] | None = None  # scratch only: just these archs (cached, printed, no section)
     progress: bool = True
     argv: list[str] = field(default_factory=list)  # the command line, for the record
 

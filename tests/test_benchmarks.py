@@ -120,9 +120,10 @@ def test_scratch(settings):
     # Cached: a second run measures nothing again and gives the same numbers.
     again, _ = scratch.run(settings)
     assert again["rows"] == result["rows"]
-    # A partial run (--archs) trains only its archs and returns no table to write.
-    part = dataclasses.replace(settings, archs=["smallest", "pick50"])
-    assert scratch.run(part) == ({"name": "scratch", "partial": ["smallest", "pick50"]}, "")
+    # A partial run (--archs) measures only its archs, flagged so that no section is written.
+    part, part_md = scratch.run(dataclasses.replace(settings, archs=["smallest", "pick50"]))
+    assert part["partial"] == ["smallest", "pick50"]
+    assert part["rows"] == [result["rows"][2], result["rows"][4]] and "| smallest |" in part_md
     with pytest.raises(SystemExit, match=r"unknown.*bogus"):
         scratch.run(dataclasses.replace(settings, archs=["bogus"]))
 
