@@ -267,7 +267,9 @@ def markdown(result: dict[str, Any]) -> str:
 |---|---:|---|
 {chr(10).join("| " + " | ".join(r) + " |" for r in stage_rows)}
 
-Training per phase (from `metrics.jsonl`; each phase's time includes its epoch-end evaluations):
+Training per phase (from `metrics.jsonl`; each phase's time includes its epoch-end evaluations;
+times are the run's own, taken where and with the threads it was trained: a reused run keeps
+them, while every other stage above was measured by this command):
 
 {md_table(["phase", "steps × K", "gradient-images", "seconds", "gradient-images/s"], train_rows)}
 

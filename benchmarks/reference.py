@@ -137,6 +137,9 @@ def _to_arch(space, sample: dict[str, Any]):
     return space.arch(sample["image_size"], sample["d"], ks, es)
 
 
+RATIO_NOISE = 0.01  # run-to-run spread of an overhead ratio, for the verdict
+
+
 def search_times(generations: int, runs: int) -> dict[str, Any]:
     from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
     from ofa.nas.search_algorithm import EvolutionFinder
@@ -272,9 +275,13 @@ def markdown(result: dict[str, Any]) -> str:
         rows,
     )
     s = result["search"]
-    worse = [r["arch"] for r in result["overhead"] if r["ours_ratio"] > r["ofa_ratio"]]
+    # Ratios of medians of ~15 rounds move by about 0.01 between runs on a quiet core: a smaller
+    # difference is not a difference.
+    worse = [
+        r["arch"] for r in result["overhead"] if r["ours_ratio"] > r["ofa_ratio"] + RATIO_NOISE
+    ]
     verdict = (
-        "Our elastic overhead is at most the reference's for every arch."
+        f"Our elastic overhead is at most the reference's (within {RATIO_NOISE}) for every arch."
         if not worse
         else f"**Our elastic overhead exceeds the reference's for {', '.join(worse)}**. What "
         "would close it: fewer small autograd ops per block (one gather for all of a block's "
