@@ -32,16 +32,19 @@ from onceforall.training.checkpoint import atomic_write
 
 __all__ = [
     "REPO",
+    "HoldoutRun",
     "Settings",
     "budget",
     "cached",
     "ensure_run",
     "fmt_mean_std",
+    "holdout_parser",
     "machine",
     "machine_line",
     "md_table",
     "mean_std",
     "median_arch",
+    "open_holdout_run",
     "rel",
     "specializer",
     "supernet_run",
@@ -392,3 +395,51 @@ def supernet_run(settings: Settings) -> Run:
     return ensure_run(
         settings.train_config(), settings.work / "progressive", progress=settings.progress
     )
+
+
+# ----------------------------------------------------------------------------- run diagnostics
+@dataclass
+class HoldoutRun:
+    """A trained run opened for holdout measurements (``benchmarks.landscape``, ``label_noise``):
+    the supernet, its data, and the calibration / evaluation image counts actually used."""
+
+    net: Any
+    data: DataBundle
+    n_cal: int
+    n_eval: int
+
+
+def holdout_parser(doc: str, n: int, n_help: str) -> Any:
+    """The options every holdout diagnostic takes: RUN_DIR, ``--n`` subnets, the accuracy
+    dataset's calibration / evaluation images and batch, and torch threads."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--n", type=int, default=n, help=n_help)
+    p.add_argument("--calibration-images", type=int, default=2000)
+    p.add_argument("--eval-images", type=int, default=0, help="0: the whole holdout split")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    return p
+
+
+def open_holdout_run(args: Any) -> HoldoutRun:
+    """Load ``args.run_dir``'s supernet and data (threads set first) and print what a reader
+    needs to judge the numbers: the space, the load, the threads and the image counts."""
+    import onceforall as ofa
+    from onceforall.data import load_data
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = ofa.load_supernet(args.run_dir)
+    data = load_data(load_config(args.run_dir / "config.yaml").data)
+    n_cal = min(args.calibration_images, len(data.holdout))
+    n_eval = len(data.holdout) if not args.eval_images else min(args.eval_images, len(data.holdout))
+    print(f"run {args.run_dir}: {net.space.describe()}")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads; BN calibrated on {n_cal} and evaluated on "
+        f"{n_eval} holdout images"
+    )
+    return HoldoutRun(net, data, n_cal, n_eval)

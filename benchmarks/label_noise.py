@@ -22,19 +22,13 @@ archs, calibration and evaluation images as ``build_accuracy_dataset``'s default
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-import onceforall as ofa
-from onceforall.config import load_config
-from onceforall.data import load_data
+from benchmarks.common import holdout_parser, open_holdout_run
 from onceforall.predictors.accuracy_dataset import SubnetEvaluator, sample_archs
 
 
@@ -74,31 +68,14 @@ def images_for_tau(rho: float, images: int, tau: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--n", type=int, default=100, help="subnets (the dataset's first n archs)")
-    p.add_argument("--calibration-images", type=int, default=2000)
-    p.add_argument("--eval-images", type=int, default=0, help="0: the whole holdout split")
-    p.add_argument("--batch-size", type=int, default=250)
+    p = holdout_parser(__doc__, 100, "subnets (the dataset's first n archs)")
     p.add_argument("--seed", type=int, default=0, help="the accuracy dataset's sample seed")
     p.add_argument("--target-tau", type=float, default=0.8)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.n < 3:
         p.error("--n must be at least 3 (a correlation over subnets)")
-
-    net = ofa.load_supernet(args.run_dir)
-    data = load_data(load_config(args.run_dir / "config.yaml").data)
-    n_cal = min(args.calibration_images, len(data.holdout))
-    n_eval = len(data.holdout) if not args.eval_images else min(args.eval_images, len(data.holdout))
-    print(f"run {args.run_dir}: {net.space.describe()}")
-    print(
-        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads; BN calibrated on {n_cal} and evaluated on "
-        f"{n_eval} holdout images"
-    )
+    run = open_holdout_run(args)
+    net, data, n_cal, n_eval = run.net, run.data, run.n_cal, run.n_eval
     evaluator = SubnetEvaluator(net, data, n_cal, n_eval, args.batch_size)
     start = time.perf_counter()
     archs = sample_archs(net.space, args.n, args.seed)

@@ -20,19 +20,12 @@ searching between them then buys cost, not accuracy.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
-import onceforall as ofa
-from benchmarks.common import md_table, uniform_family
-from onceforall.config import load_config
-from onceforall.data import load_data
+from benchmarks.common import holdout_parser, md_table, open_holdout_run, uniform_family
 from onceforall.predictors.accuracy_dataset import SubnetEvaluator, build_accuracy_dataset
 
 
@@ -61,27 +54,9 @@ def summarize(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--n", type=int, default=400, help="random subnets (the accuracy dataset)")
-    p.add_argument("--calibration-images", type=int, default=2000)
-    p.add_argument("--eval-images", type=int, default=0, help="0: the whole holdout split")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    net = ofa.load_supernet(args.run_dir)
-    data = load_data(load_config(args.run_dir / "config.yaml").data)
-    n_cal = min(args.calibration_images, len(data.holdout))
-    n_eval = len(data.holdout) if not args.eval_images else min(args.eval_images, len(data.holdout))
-    print(f"run {args.run_dir}: {net.space.describe()}")
-    print(
-        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads; BN calibrated on {n_cal} and evaluated on "
-        f"{n_eval} holdout images"
-    )
+    args = holdout_parser(__doc__, 400, "random subnets (the accuracy dataset)").parse_args(argv)
+    run = open_holdout_run(args)
+    net, data, n_cal, n_eval = run.net, run.data, run.n_cal, run.n_eval
     start = time.perf_counter()
     ds = build_accuracy_dataset(
         net,
