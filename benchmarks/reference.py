@@ -275,7 +275,8 @@ def markdown(result: dict[str, Any]) -> str:
         rows,
     )
     s = result["search"]
-    # Ratios of medians of ~15 rounds move by about 0.01 between runs on a quiet core: a smaller
+    # Ratios of medians move by about 0.01 between runs on a quiet core (the largest subnet's
+    # ratio measured 0.99-1.01 across runs in docs/results.md, "Elastic overhead"): a smaller
     # difference is not a difference.
     worse = [
         r["arch"] for r in result["overhead"] if r["ours_ratio"] > r["ofa_ratio"] + RATIO_NOISE

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    REPO,
     Settings,
     budget,
     cached,
@@ -40,7 +39,7 @@ from benchmarks.common import (
     rel,
     supernet_run,
 )
-from onceforall.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from onceforall.config import TrainConfig, config_from_dict, config_to_dict
 from onceforall.run import Run
 from onceforall.search.pareto import pareto_front
 
@@ -239,7 +238,7 @@ def markdown(result: dict[str, Any]) -> str:
         "settle it: longer schedules (the paper's gap appears after many epochs per phase), "
         "several seeds of both, and a sandwich learning rate tuned for its own schedule."
     )
-    sampling = result.get("progressive_sampling") or _sampling(load_config(REPO / result["config"]))
+    sampling = result["progressive_sampling"]
     return f"""## Progressive shrinking vs the sandwich rule
 
 `{result["command"]}` — two supernets of `{result["config"]}`'s family and data: its
