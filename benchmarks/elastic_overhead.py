@@ -1,13 +1,17 @@
 """Elastic overhead: a supernet training step at an active arch vs the extracted static subnet.
 
     .venv/bin/python -m benchmarks.elastic_overhead [--family mbv3_small_images] [--rounds 30]
-        [--channels-last]
+        [--channels-last] [--breakdown]
 
 Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
 middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
 both alike, and prints the ratio of medians (supernet / static). Target: <= 1.05. The header shows
 the load average: on a small machine, anything else running skews the numbers. ``--channels-last``
-runs both networks in the memory format the trainer uses by default.
+runs both networks in the memory format the trainer uses by default. ``--breakdown`` also prints
+where the extra time goes: the median forward, backward and optimizer-step times of each network
+and their differences (the supernet's forward slices and transforms the active weights, its
+backward carries those ops' gradients back into the full-size parameters, and its optimizer
+updates full-size tensors wherever a slice was used).
 """
 
 from __future__ import annotations
@@ -39,13 +43,16 @@ def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
     )
 
 
-def _step(model, opt, x, y) -> float:
-    t = time.perf_counter()
+def _step(model, opt, x, y) -> tuple[float, float, float]:
+    """Seconds of (forward + loss, backward, optimizer step) of one training step."""
+    t0 = time.perf_counter()
     loss = F.cross_entropy(model(x), y)
+    t1 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    t2 = time.perf_counter()
     opt.step()
-    return time.perf_counter() - t
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
+    p.add_argument(
+        "--breakdown", action="store_true", help="also time forward, backward and step apart"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -94,8 +104,21 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             t_super.append(_step(net, opt_super, x, y))
             t_static.append(_step(static, opt_static, x, y))
-        ms, mt = statistics.median(t_super) * 1e3, statistics.median(t_static) * 1e3
+        ms, mt = (statistics.median(sum(t) for t in ts) * 1e3 for ts in (t_super, t_static))
         print(f"{label:9} {net.macs(arch) / 1e6:7.2f} {ms:12.2f} {mt:10.2f} {ms / mt:6.3f}")
+        if args.breakdown:
+            parts = [
+                [statistics.median(t[i] for t in ts) * 1e3 for i in range(3)]
+                for ts in (t_super, t_static)
+            ]
+            print(
+                "          ms: forward / backward / step: supernet "
+                + " / ".join(f"{v:.2f}" for v in parts[0])
+                + ", static "
+                + " / ".join(f"{v:.2f}" for v in parts[1])
+                + ", extra "
+                + " / ".join(f"{a - b:+.2f}" for a, b in zip(*parts, strict=True))
+            )
 
 
 if __name__ == "__main__":
