@@ -218,6 +218,7 @@ def budget(
                         p.subnets_per_step,
                         step_generator(config.seed, 0, i, *divmod(s, per_epoch)),
                         config.schedule.sandwich_random,
+                        config.schedule.sandwich_resolution,
                     )
                 )
                 for s in range(steps)

@@ -99,9 +99,12 @@ def hypervolume(points: np.ndarray, macs_range: tuple[float, float], acc_floor: 
 def _sampling(config: TrainConfig) -> str:
     """How the progressive schedule's phases draw their subnets, in words."""
     if config.schedule.kind == "sandwich":
+        res = ""
+        if config.schedule.sandwich_resolution == "random":
+            res = ", the largest and smallest at a random resolution"
         return (
             f"the sandwich rule inside each phase (largest + smallest + "
-            f"{config.schedule.sandwich_random} random subnets per step)"
+            f"{config.schedule.sandwich_random} random subnets per step{res})"
         )
     k = sorted({p.subnets_per_step for p in config.schedule.phases})
     return f"the paper's random sampling ({'/'.join(map(str, k))} random subnets per step)"

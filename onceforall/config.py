@@ -19,6 +19,7 @@ import yaml
 from onceforall.data import DataConfig
 
 __all__ = [
+    "SANDWICH_RESOLUTIONS",
     "DistillConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -81,14 +82,27 @@ class PhaseConfig:
     sort_channels: bool | None = None  # None: when the phase opens new expand ratios or widths
 
 
+# How the sandwich rule picks its largest and smallest subnets' resolution (ScheduleConfig).
+SANDWICH_RESOLUTIONS = ("extremes", "random")
+
+
 @dataclass
 class ScheduleConfig:
     """``progressive`` (the paper's progressive shrinking, phases in order) or ``sandwich``
     (every step trains the largest, the smallest and ``sandwich_random`` random subnets, with
-    in-place distillation from the largest; BigNAS / AttentiveNAS)."""
+    in-place distillation from the largest; BigNAS / AttentiveNAS).
+
+    ``sandwich_resolution`` sets the resolution of the sandwich's largest and smallest subnets:
+    ``extremes`` runs them at the phase's largest and smallest resolution (BigNAS), so those two
+    (arch, resolution) pairs get a gradient every step and every other pair rarely; ``random``
+    draws each one's resolution from the phase's resolutions every step (from the step's seeded
+    generator, so DDP ranks and resumed runs agree), spreading the extremes' training over the
+    resolution dimension. The random subnets are the same draws under either choice.
+    """
 
     kind: str = "progressive"
     sandwich_random: int = 2
+    sandwich_resolution: str = "extremes"
     phases: list[PhaseConfig] = field(default_factory=list)
 
 
@@ -271,6 +285,11 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"model.family={c.model.family!r} unknown; choose from {list_supernets()}")
     if c.schedule.kind not in ("progressive", "sandwich"):
         raise ValueError(f"schedule.kind={c.schedule.kind!r}: choose progressive or sandwich")
+    if c.schedule.sandwich_resolution not in SANDWICH_RESOLUTIONS:
+        raise ValueError(
+            f"schedule.sandwich_resolution={c.schedule.sandwich_resolution!r}: choose "
+            f"{' or '.join(SANDWICH_RESOLUTIONS)}"
+        )
     if not c.schedule.phases:
         raise ValueError("schedule.phases is empty: give at least one phase")
     for name in ("batch_size", "eval_batch_size", "bn_calibration_images", "log_every"):

@@ -133,6 +133,43 @@ def test_sandwich_schedule_trains_largest_smallest_and_random():
         assert subnets_for_step(one, kind, 3, step_generator(0, 1)) == [one.space.largest()]
 
 
+def test_sandwich_resolution_random_draws_the_extremes_resolution_per_step():
+    config = tiny_config(**{"schedule.kind": "sandwich"})
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phase = resolve_phases(config, net.space)[-1]
+    space = phase.space
+    big, small = space.largest(), space.smallest()
+
+    def step(s: int, rule: str) -> list:
+        return subnets_for_step(phase, "sandwich", 1, step_generator(0, 9, s), 2, rule)
+
+    draws = [step(s, "random") for s in range(40)]
+    seen = {"largest": set(), "smallest": set()}
+    for archs in draws:
+        # The largest keeps every max choice (it is the distillation target, trained first) and
+        # the smallest every min one; only their resolution moves.
+        assert dataclasses.replace(archs[0], resolution=big.resolution) == big
+        assert dataclasses.replace(archs[1], resolution=small.resolution) == small
+        seen["largest"].add(archs[0].resolution)
+        seen["smallest"].add(archs[1].resolution)
+        assert len(archs) == len(set(archs)) and all(a in space for a in archs)
+    assert seen == {"largest": {16, 20}, "smallest": {16, 20}}
+    # A pure function of the step's seed, like the other draws (DDP ranks and resume agree).
+    assert [step(s, "random") for s in range(40)] == draws
+    # The random subnets are the same draws as under "extremes", which keeps today's pairs.
+    for s, archs in enumerate(draws):
+        extremes = step(s, "extremes")
+        assert extremes[:2] == [big, small] and extremes[2:] == archs[2:]
+
+
+def test_sandwich_resolution_is_validated():
+    assert tiny_config().schedule.sandwich_resolution == "extremes"
+    message = r"schedule.sandwich_resolution='widest': choose extremes or random"
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{"schedule.sandwich_resolution": "widest"})
+
+
 def test_subnets_and_lr_are_pure_functions_of_the_step():
     config = tiny_config()
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
@@ -209,6 +246,7 @@ def _existing_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
         (lambda d: d["schedule"]["phases"][1].update(kernel_sizes=[4]), "kernel_sizes"),
         (lambda d: d["data"].update(dataset="imagefolder", root="/nonexistent"), "/nonexistent"),
         (lambda d: d.update(batch_size="big"), "batch_size"),
+        (lambda d: d["schedule"].update(sandwich_resolution="max"), "sandwich_resolution"),
     ],
 )
 def test_config_errors_exit_nonzero_and_leave_the_run_untouched(tmp_path, capsys, change, message):

@@ -5,7 +5,7 @@ run draws the same ones without communication or saved RNG state)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -114,13 +114,22 @@ def step_generator(*keys: int) -> torch.Generator:
 
 
 def subnets_for_step(
-    phase: Phase, kind: str, k: int, generator: torch.Generator, sandwich_random: int = 2
+    phase: Phase,
+    kind: str,
+    k: int,
+    generator: torch.Generator,
+    sandwich_random: int = 2,
+    sandwich_resolution: str = "extremes",
 ) -> list[ArchConfig]:
     """The subnets one step trains.
 
     ``progressive``: ``k`` archs sampled from the phase's space (the dynamic batch).
     ``sandwich``: the largest, the smallest and ``sandwich_random`` random archs, largest first
-    (its outputs are the in-place distillation targets of the others).
+    (its outputs are the in-place distillation targets of the others). With
+    ``sandwich_resolution="extremes"`` the largest and smallest run at the phase's largest and
+    smallest resolution; with ``"random"`` each gets a resolution drawn from ``generator`` after
+    the random archs (so those are the same draws under either choice), which spreads the
+    extremes' every-step training over all the phase's resolutions instead of two fixed pairs.
     A full-network phase (``largest_only``) trains the full network normally under either rule:
     ``k`` draws of its resolution. Under the sandwich rule each distinct arch runs once; a phase
     whose space holds one arch trains it once per step.
@@ -129,7 +138,13 @@ def subnets_for_step(
     if space.size == 1:  # one arch (a full-network phase at one resolution): train it once
         return [space.largest()]
     if kind == "sandwich" and not phase.config.largest_only:
-        archs = [space.largest(), space.smallest()]
-        archs += [space.sample(generator) for _ in range(sandwich_random)]
-        return list(dict.fromkeys(archs))  # each distinct arch once, largest first
+        largest, smallest = space.largest(), space.smallest()
+        randoms = [space.sample(generator) for _ in range(sandwich_random)]
+        if sandwich_resolution == "random":
+            res = space.resolutions
+            picks = torch.randint(len(res), (2,), generator=generator).tolist()
+            largest = replace(largest, resolution=res[picks[0]])
+            smallest = replace(smallest, resolution=res[picks[1]])
+        # Each distinct arch once, largest first (the distillation target).
+        return list(dict.fromkeys([largest, smallest, *randoms]))
     return [space.sample(generator) for _ in range(k)]

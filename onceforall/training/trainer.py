@@ -337,6 +337,7 @@ def train(
                     pc.subnets_per_step,
                     step_generator(config.seed, 0, phase.index, epoch, step),
                     config.schedule.sandwich_random,
+                    config.schedule.sandwich_resolution,
                 )
                 # Mean loss over the step's subnets (each is back-propagated on its own).
                 loss = _train_step(
