@@ -19,6 +19,7 @@ import yaml
 from onceforall.data import DataConfig
 
 __all__ = [
+    "DISTILL_TEACHERS",
     "SANDWICH_RESOLUTIONS",
     "DistillConfig",
     "ModelConfig",
@@ -84,13 +85,15 @@ class PhaseConfig:
 
 # How the sandwich rule picks its largest and smallest subnets' resolution (ScheduleConfig).
 SANDWICH_RESOLUTIONS = ("extremes", "random")
+DISTILL_TEACHERS = ("auto", "full", "inplace")
 
 
 @dataclass
 class ScheduleConfig:
     """``progressive`` (the paper's progressive shrinking, phases in order) or ``sandwich``
-    (every step trains the largest, the smallest and ``sandwich_random`` random subnets, with
-    in-place distillation from the largest; BigNAS / AttentiveNAS).
+    (every step trains the largest, the smallest and ``sandwich_random`` random subnets, by
+    default with in-place distillation from the largest: BigNAS / AttentiveNAS; see
+    ``DistillConfig.teacher``).
 
     ``sandwich_resolution`` sets the resolution of the sandwich's largest and smallest subnets:
     ``extremes`` runs them at the phase's largest and smallest resolution (BigNAS), so those two
@@ -118,8 +121,26 @@ class OptimizerConfig:
 
 @dataclass
 class DistillConfig:
+    """Knowledge distillation in the phases after the full network (those with ``distill``).
+
+    ``teacher`` is what the subnets distil from: ``full``, a frozen copy of the full network as
+    it stands when the first elastic phase starts (the paper's progressive shrinking); ``inplace``,
+    the largest subnet of the same step (BigNAS's sandwich rule: the teacher keeps training, and
+    itself learns from the labels alone); ``auto`` picks ``full`` for the progressive schedule and
+    ``inplace`` for the sandwich. ``full`` with the sandwich anchors every subnet, the largest
+    included, to the trained full network at the cost of one teacher forward per resolution per
+    step; ``inplace`` needs the sandwich (only it trains the largest every step).
+    """
+
     kd_ratio: float = 1.0  # weight of the soft cross-entropy against the teacher
     temperature: float = 1.0
+    teacher: str = "auto"
+
+    def resolved_teacher(self, kind: str) -> str:
+        """``full`` or ``inplace`` for a schedule of this ``kind``."""
+        if self.teacher != "auto":
+            return self.teacher
+        return "inplace" if kind == "sandwich" else "full"
 
 
 @dataclass
@@ -289,6 +310,15 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(
             f"schedule.sandwich_resolution={c.schedule.sandwich_resolution!r}: choose "
             f"{' or '.join(SANDWICH_RESOLUTIONS)}"
+        )
+    if c.distill.teacher not in DISTILL_TEACHERS:
+        raise ValueError(
+            f"distill.teacher={c.distill.teacher!r}: choose {', '.join(DISTILL_TEACHERS)}"
+        )
+    if c.distill.teacher == "inplace" and c.schedule.kind != "sandwich":
+        raise ValueError(
+            "distill.teacher=inplace needs schedule.kind=sandwich (only the sandwich trains the "
+            "largest subnet every step); use distill.teacher=full with the progressive schedule"
         )
     if not c.schedule.phases:
         raise ValueError("schedule.phases is empty: give at least one phase")

@@ -110,7 +110,7 @@ def tiny_config(**overrides) -> TrainConfig:
         node = data
         *path, last = key.split(".")
         for part in path:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[last] = value
     return config_from_dict(data)
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import onceforall as ofa
 from onceforall.cli import main as cli_main
 from onceforall.config import load_config
-from onceforall.data import DataConfig, load_data
+from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
@@ -170,6 +170,63 @@ def test_sandwich_resolution_is_validated():
         tiny_config(**{"schedule.sandwich_resolution": "widest"})
 
 
+def test_distillation_teacher_choice(monkeypatch, tmp_path):
+    from onceforall.training import trainer
+
+    assert tiny_config().distill.resolved_teacher("progressive") == "full"
+    assert tiny_config().distill.resolved_teacher("sandwich") == "inplace"
+    with pytest.raises(ValueError, match=r"distill.teacher=.best.: choose auto, full, inplace"):
+        tiny_config(**{"distill.teacher": "best"})
+    with pytest.raises(ValueError, match=r"inplace needs schedule.kind=sandwich"):
+        tiny_config(**{"distill.teacher": "inplace"})
+
+    # What each subnet of one step is distilled from.
+    seen: list = []
+    real_loss = trainer.distillation_loss
+
+    def spy(out, y, target, **kw):
+        seen.append(None if target is None else target.clone())
+        return real_loss(out, y, target, **kw)
+
+    monkeypatch.setattr(trainer, "distillation_loss", spy)
+    config = tiny_config(**{"schedule.kind": "sandwich", "channels_last": False})
+    torch.manual_seed(0)
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20), dropout=0.0)  # fmt: skip
+    teacher = net.extract(net.space.largest()).eval()
+    archs = [net.space.largest(), net.space.smallest()]
+    x, y = torch.randn(6, 1, 20, 20), torch.randint(0, 4, (6,))
+    with torch.no_grad():
+        teacher_out = {r: teacher(resize_batch(x, r)) for r in (16, 20)}
+    net.train()
+
+    def step(teacher_net, inplace):
+        seen.clear()
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        trainer._train_step(net, net, teacher_net, inplace, archs, x, y, config, opt, scaler, False)
+        return list(seen)
+
+    assert step(None, False) == [None, None]
+    # In place: the smallest learns from the largest's (training-mode) output of the same step.
+    targets = step(None, True)
+    net.set_active(archs[0])
+    with torch.no_grad():
+        largest_out = net(x)
+    assert targets[0] is None and torch.allclose(targets[1], largest_out, atol=1e-5)
+    # Frozen full network: every subnet, the largest included, at its own resolution.
+    targets = step(teacher, False)
+    for arch, target in zip(archs, targets, strict=True):
+        assert torch.allclose(target, teacher_out[arch.resolution], atol=1e-5)
+
+    # The trainer builds (and saves, for resume) the frozen teacher for a sandwich run with full.
+    run_dir = tmp_path / "run"
+    train(tiny_config(**{"schedule.kind": "sandwich", "distill.teacher": "full"}), run_dir,
+          progress=False)  # fmt: skip
+    assert (run_dir / trainer.TEACHER_FILE).is_file()
+    assert any(t is not None for t in seen)
+
+
 def test_subnets_and_lr_are_pure_functions_of_the_step():
     config = tiny_config()
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
@@ -247,6 +304,7 @@ def _existing_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
         (lambda d: d["data"].update(dataset="imagefolder", root="/nonexistent"), "/nonexistent"),
         (lambda d: d.update(batch_size="big"), "batch_size"),
         (lambda d: d["schedule"].update(sandwich_resolution="max"), "sandwich_resolution"),
+        (lambda d: d.update(distill={"teacher": "inplace"}), "distill.teacher=inplace"),
     ],
 )
 def test_config_errors_exit_nonzero_and_leave_the_run_untouched(tmp_path, capsys, change, message):

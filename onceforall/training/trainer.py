@@ -289,7 +289,8 @@ def train(
         pc = phase.config
         fresh_phase = state["epoch"] == 0 and state["step"] == 0
         # ---- phase start: teacher, channel sorting, optimizer
-        wants_teacher = config.schedule.kind == "progressive" and pc.distill and phase.index > 0
+        teacher_kind = config.distill.resolved_teacher(config.schedule.kind)
+        wants_teacher = teacher_kind == "full" and pc.distill and phase.index > 0
         if wants_teacher and teacher is None and config.distill.kd_ratio > 0:
             teacher = _teacher(net, run_dir, env, create=True)
         if phase.sort_channels and fresh_phase:
@@ -341,7 +342,17 @@ def train(
                 )
                 # Mean loss over the step's subnets (each is back-propagated on its own).
                 loss = _train_step(
-                    model, net, teacher, archs, x, y, config, optimizer, scaler, use_amp
+                    model,
+                    net,
+                    teacher if pc.distill else None,
+                    teacher_kind == "inplace" and pc.distill,
+                    archs,
+                    x,
+                    y,
+                    config,
+                    optimizer,
+                    scaler,
+                    use_amp,
                 ) / len(archs)
                 state["global_step"] = gstep
                 steps_done += 1
@@ -422,6 +433,7 @@ def _train_step(
     model,
     net: Supernet,
     teacher,
+    inplace: bool,
     archs,
     x,
     y,
@@ -430,7 +442,11 @@ def _train_step(
     scaler,
     use_amp: bool,
 ) -> float:
-    """One optimizer step over the K subnets in ``archs`` (gradients accumulated)."""
+    """One optimizer step over the K subnets in ``archs`` (gradients accumulated).
+
+    Distillation targets: the frozen ``teacher``'s logits when one is given; with ``inplace``,
+    the first subnet's (the sandwich's largest) logits for the others; otherwise labels only.
+    """
     optimizer.zero_grad(set_to_none=True)
     channels_last = config.channels_last
     teacher_logits: dict[int, torch.Tensor] = {}
@@ -446,10 +462,8 @@ def _train_step(
         if isinstance(model, DistributedDataParallel) and k < len(archs) - 1:
             sync = model.no_sync()
         with sync, torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
-            target = None
-            if config.schedule.kind == "sandwich":
-                target = sandwich_target
-            elif teacher is not None:
+            target = sandwich_target
+            if teacher is not None:
                 if arch.resolution not in teacher_logits:
                     with torch.no_grad():
                         teacher_logits[arch.resolution] = teacher(xr)
@@ -463,7 +477,7 @@ def _train_step(
                 label_smoothing=config.optimizer.label_smoothing,
                 temperature=config.distill.temperature,
             )
-            if config.schedule.kind == "sandwich" and k == 0:
+            if inplace and k == 0:
                 sandwich_target = out.detach()  # in-place distillation from the largest
             scaler.scale(loss).backward()
         total += float(loss.detach())
