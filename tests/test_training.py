@@ -214,7 +214,13 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
     with torch.no_grad():
         largest_out = net(x)
     assert targets[0] is None and torch.allclose(targets[1], largest_out, atol=1e-5)
-    # Frozen full network: every subnet, the largest included, at its own resolution.
+    # Frozen full network: every subnet, the largest included. The sandwich takes it at its
+    # largest subnet's resolution (like in place), the progressive schedule at each subnet's.
+    targets = step(teacher, False)
+    assert [a.resolution for a in archs] == [20, 16]
+    for target in targets:
+        assert torch.allclose(target, teacher_out[20], atol=1e-5)
+    config = tiny_config(**{"channels_last": False})
     targets = step(teacher, False)
     for arch, target in zip(archs, targets, strict=True):
         assert torch.allclose(target, teacher_out[arch.resolution], atol=1e-5)

@@ -446,9 +446,13 @@ def _train_step(
 
     Distillation targets: the frozen ``teacher``'s logits when one is given; with ``inplace``,
     the first subnet's (the sandwich's largest) logits for the others; otherwise labels only.
+    The sandwich takes its targets at the resolution of its largest subnet whichever the source
+    (one teacher forward per step); the progressive schedule's teacher sees each subnet's own
+    resolution, as in the paper, where a step's subnets share one batch.
     """
     optimizer.zero_grad(set_to_none=True)
     channels_last = config.channels_last
+    sandwich = config.schedule.kind == "sandwich"
     teacher_logits: dict[int, torch.Tensor] = {}
     sandwich_target = None
     total = 0.0
@@ -464,10 +468,11 @@ def _train_step(
         with sync, torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
             target = sandwich_target
             if teacher is not None:
-                if arch.resolution not in teacher_logits:
+                key = archs[0].resolution if sandwich else arch.resolution
+                if key not in teacher_logits:  # the sandwich's k == 0 fills it, with its own xr
                     with torch.no_grad():
-                        teacher_logits[arch.resolution] = teacher(xr)
-                target = teacher_logits[arch.resolution]
+                        teacher_logits[key] = teacher(xr)
+                target = teacher_logits[key]
             out = model(xr)
             loss = distillation_loss(
                 out,
