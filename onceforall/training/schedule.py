@@ -125,7 +125,8 @@ def subnets_for_step(
 
     ``progressive``: ``k`` archs sampled from the phase's space (the dynamic batch).
     ``sandwich``: the largest, the smallest and ``sandwich_random`` random archs, largest first
-    (its outputs are the in-place distillation targets of the others). With
+    (with in-place distillation its outputs are the others' targets, and its resolution is the
+    one a frozen teacher's targets are taken at; ``DistillConfig.teacher``). With
     ``sandwich_resolution="extremes"`` the largest and smallest run at the phase's largest and
     smallest resolution; with ``"random"`` each gets a resolution drawn from ``generator`` after
     the random archs (so those are the same draws under either choice), which spreads the
