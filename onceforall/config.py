@@ -128,8 +128,9 @@ class DistillConfig:
     the largest subnet of the same step (BigNAS's sandwich rule: the teacher keeps training, and
     itself learns from the labels alone); ``auto`` picks ``full`` for the progressive schedule and
     ``inplace`` for the sandwich. ``full`` with the sandwich anchors every subnet, the largest
-    included, to the trained full network at the cost of one teacher forward per resolution per
-    step; ``inplace`` needs the sandwich (only it trains the largest every step).
+    included, to the trained full network at the cost of one teacher forward per step (at the
+    step's largest subnet's resolution); ``inplace`` needs the sandwich (only it trains the
+    largest every step).
     """
 
     kd_ratio: float = 1.0  # weight of the soft cross-entropy against the teacher

@@ -225,12 +225,21 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
     for arch, target in zip(archs, targets, strict=True):
         assert torch.allclose(target, teacher_out[arch.resolution], atol=1e-5)
 
-    # The trainer builds (and saves, for resume) the frozen teacher for a sandwich run with full.
+    # The trainer builds (and saves, for resume) the frozen teacher for a sandwich run with full,
+    # and its elastic steps distil from it, not in place.
+    calls: list[tuple[bool, bool]] = []
+    real_step = trainer._train_step
+
+    def step_spy(model, net, teacher_net, inplace, *args):
+        calls.append((teacher_net is not None, inplace))
+        return real_step(model, net, teacher_net, inplace, *args)
+
+    monkeypatch.setattr(trainer, "_train_step", step_spy)
     run_dir = tmp_path / "run"
     train(tiny_config(**{"schedule.kind": "sandwich", "distill.teacher": "full"}), run_dir,
           progress=False)  # fmt: skip
     assert (run_dir / trainer.TEACHER_FILE).is_file()
-    assert any(t is not None for t in seen)
+    assert (True, False) in calls and (False, True) not in calls
 
 
 def test_subnets_and_lr_are_pure_functions_of_the_step():
