@@ -214,11 +214,8 @@ def budget(
                 len(
                     subnets_for_step(
                         resolved[i],
-                        kind,
-                        p.subnets_per_step,
+                        config.schedule,
                         step_generator(config.seed, 0, i, *divmod(s, per_epoch)),
-                        config.schedule.sandwich_random,
-                        config.schedule.sandwich_resolution,
                     )
                 )
                 for s in range(steps)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import onceforall as ofa
 from onceforall.cli import main as cli_main
-from onceforall.config import load_config
+from onceforall.config import ScheduleConfig, load_config
 from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches
@@ -119,18 +119,24 @@ def test_sandwich_schedule_trains_largest_smallest_and_random():
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
                               resolutions=(16, 20))  # fmt: skip
     phases = resolve_phases(config, net.space)
-    archs = subnets_for_step(phases[-1], "sandwich", 1, step_generator(0, 1), sandwich_random=2)
+    sandwich = ScheduleConfig(kind="sandwich", sandwich_random=2)
+    archs = subnets_for_step(phases[-1], sandwich, step_generator(0, 1))
     assert archs[0] == phases[-1].space.largest() and archs[1] == phases[-1].space.smallest()
     assert len(archs) == 4
     # The full-network phase trains the full network normally (one draw of its resolution per
     # step), not the sandwich's largest and smallest resolutions distilled into each other.
     full = phases[0]
     assert full.config.largest_only and full.space.size == 2
-    archs = subnets_for_step(full, "sandwich", 1, step_generator(0, 1), sandwich_random=2)
+    archs = subnets_for_step(full, sandwich, step_generator(0, 1))
     assert len(archs) == 1 and archs[0] in full.space
-    one = dataclasses.replace(full, space=full.space.restrict(resolutions=(16,)))
+    one = dataclasses.replace(
+        full,
+        config=dataclasses.replace(full.config, subnets_per_step=3),
+        space=full.space.restrict(resolutions=(16,)),
+    )
     for kind in ("sandwich", "progressive"):
-        assert subnets_for_step(one, kind, 3, step_generator(0, 1)) == [one.space.largest()]
+        schedule = ScheduleConfig(kind=kind)
+        assert subnets_for_step(one, schedule, step_generator(0, 1)) == [one.space.largest()]
 
 
 def test_sandwich_resolution_random_draws_the_extremes_resolution_per_step():
@@ -142,7 +148,8 @@ def test_sandwich_resolution_random_draws_the_extremes_resolution_per_step():
     big, small = space.largest(), space.smallest()
 
     def step(s: int, rule: str) -> list:
-        return subnets_for_step(phase, "sandwich", 1, step_generator(0, 9, s), 2, rule)
+        schedule = ScheduleConfig(kind="sandwich", sandwich_random=2, sandwich_resolution=rule)
+        return subnets_for_step(phase, schedule, step_generator(0, 9, s))
 
     draws = [step(s, "random") for s in range(40)]
     seen = {"largest": set(), "smallest": set()}
@@ -247,9 +254,11 @@ def test_subnets_and_lr_are_pure_functions_of_the_step():
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
                               resolutions=(16, 20))  # fmt: skip
     phase = resolve_phases(config, net.space)[-1]
-    draw = [subnets_for_step(phase, "progressive", 3, step_generator(0, 5, 1, 2)) for _ in "ab"]
-    assert draw[0] == draw[1]
-    assert subnets_for_step(phase, "progressive", 3, step_generator(0, 5, 1, 3)) != draw[0]
+    phase = dataclasses.replace(phase, config=dataclasses.replace(phase.config, subnets_per_step=3))
+    progressive = ScheduleConfig(kind="progressive")
+    draw = [subnets_for_step(phase, progressive, step_generator(0, 5, 1, 2)) for _ in "ab"]
+    assert len(draw[0]) == 3 and draw[0] == draw[1]
+    assert subnets_for_step(phase, progressive, step_generator(0, 5, 1, 3)) != draw[0]
     assert lr_at(0, 100, 0.1, 10) == pytest.approx(0.01)
     assert lr_at(9, 100, 0.1, 10) == pytest.approx(0.1)
     assert lr_at(55, 100, 0.1, 10) == pytest.approx(0.05)

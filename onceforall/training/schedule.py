@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from onceforall.arch import ArchConfig, SearchSpace
-from onceforall.config import PhaseConfig, TrainConfig
+from onceforall.config import PhaseConfig, ScheduleConfig, TrainConfig
 
 __all__ = ["Phase", "lr_at", "resolve_phases", "step_generator", "subnets_for_step"]
 
@@ -114,38 +114,33 @@ def step_generator(*keys: int) -> torch.Generator:
 
 
 def subnets_for_step(
-    phase: Phase,
-    kind: str,
-    k: int,
-    generator: torch.Generator,
-    sandwich_random: int = 2,
-    sandwich_resolution: str = "extremes",
+    phase: Phase, schedule: ScheduleConfig, generator: torch.Generator
 ) -> list[ArchConfig]:
-    """The subnets one step trains.
+    """The subnets one step trains, by the schedule's sampling rule (``schedule.kind``).
 
-    ``progressive``: ``k`` archs sampled from the phase's space (the dynamic batch).
-    ``sandwich``: the largest, the smallest and ``sandwich_random`` random archs, largest first
-    (with in-place distillation its outputs are the others' targets, and its resolution is the
-    one a frozen teacher's targets are taken at; ``DistillConfig.teacher``). With
-    ``sandwich_resolution="extremes"`` the largest and smallest run at the phase's largest and
-    smallest resolution; with ``"random"`` each gets a resolution drawn from ``generator`` after
-    the random archs (so those are the same draws under either choice), which spreads the
+    ``progressive``: the phase's ``subnets_per_step`` archs sampled from its space (the dynamic
+    batch). ``sandwich``: the largest, the smallest and ``schedule.sandwich_random`` random archs,
+    largest first (with in-place distillation its outputs are the others' targets, and its
+    resolution is the one a frozen teacher's targets are taken at; ``DistillConfig.teacher``).
+    With ``sandwich_resolution="extremes"`` the largest and smallest run at the phase's largest
+    and smallest resolution; with ``"random"`` each gets a resolution drawn from ``generator``
+    after the random archs (so those are the same draws under either choice), which spreads the
     extremes' every-step training over all the phase's resolutions instead of two fixed pairs.
     A full-network phase (``largest_only``) trains the full network normally under either rule:
-    ``k`` draws of its resolution. Under the sandwich rule each distinct arch runs once; a phase
-    whose space holds one arch trains it once per step.
+    ``subnets_per_step`` draws of its resolution. Under the sandwich rule each distinct arch runs
+    once; a phase whose space holds one arch trains it once per step.
     """
     space = phase.space
     if space.size == 1:  # one arch (a full-network phase at one resolution): train it once
         return [space.largest()]
-    if kind == "sandwich" and not phase.config.largest_only:
+    if schedule.kind == "sandwich" and not phase.config.largest_only:
         largest, smallest = space.largest(), space.smallest()
-        randoms = [space.sample(generator) for _ in range(sandwich_random)]
-        if sandwich_resolution == "random":
+        randoms = [space.sample(generator) for _ in range(schedule.sandwich_random)]
+        if schedule.sandwich_resolution == "random":
             res = space.resolutions
             picks = torch.randint(len(res), (2,), generator=generator).tolist()
             largest = replace(largest, resolution=res[picks[0]])
             smallest = replace(smallest, resolution=res[picks[1]])
         # Each distinct arch once, largest first (the distillation target).
         return list(dict.fromkeys([largest, smallest, *randoms]))
-    return [space.sample(generator) for _ in range(k)]
+    return [space.sample(generator) for _ in range(phase.config.subnets_per_step)]

@@ -333,12 +333,7 @@ def train(
                 if config.augment:
                     x = augment_batch(x, step_generator(config.seed, 1, gstep, env.rank))
                 archs = subnets_for_step(
-                    phase,
-                    config.schedule.kind,
-                    pc.subnets_per_step,
-                    step_generator(config.seed, 0, phase.index, epoch, step),
-                    config.schedule.sandwich_random,
-                    config.schedule.sandwich_resolution,
+                    phase, config.schedule, step_generator(config.seed, 0, phase.index, epoch, step)
                 )
                 # Mean loss over the step's subnets (each is back-propagated on its own).
                 loss = _train_step(
