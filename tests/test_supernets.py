@@ -51,6 +51,9 @@ def test_registry():
     assert ofa.list_supernets("mbv3_small*") == ["mbv3_small_images"]
     with pytest.raises(ValueError, match="unknown supernet family 'nope'; choose from"):
         ofa.create_supernet("nope", num_classes=10)
+    # An option the family lacks is a setting error naming the family and the option.
+    with pytest.raises(ValueError, match="'resnet_small_images' does not take.*'kernel_sizes'"):
+        ofa.create_supernet("resnet_small_images", num_classes=10, kernel_sizes=[3])
 
 
 def test_public_api_example():

@@ -39,8 +39,18 @@ def create_supernet(name: str, *, num_classes: int, in_channels: int = 3, **kwar
         **kwargs: family options (e.g. ``width_mult``, ``resolutions``, ``kernel_sizes``).
 
     Raises:
-        ValueError: for an unknown family, listing the known ones.
+        ValueError: for an unknown family, listing the known ones, or for an option the family
+            does not have (``kernel_sizes`` for OFA-ResNet, say).
     """
     if name not in _FAMILIES:
         raise ValueError(f"unknown supernet family {name!r}; choose from {list_supernets()}")
-    return _FAMILIES[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        return _FAMILIES[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as exc:
+        # Builders pass their options on to a constructor; one it lacks is a setting error.
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ValueError(
+            f"supernet family {name!r} does not take that option ({exc}); remove it (in a config:"
+            f" the model.* setting), or pick a family that has it from {list_supernets()}"
+        ) from exc
