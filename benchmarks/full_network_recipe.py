@@ -2,14 +2,17 @@
 
     .venv/bin/python -m benchmarks.full_network_recipe [--epochs 1] [--no-augment]
         [--optimizer sgd|adamw] [--lr 0.2] [--batch-size 256] [--resolution 28]
-        [--stage-strides 2,1,2,1,1] [--arch largest|smallest] [--threads 1]
+        [--stage-strides 2,1,2,1,1] [--arch largest|smallest] [--kernel-size 3|5|7]
+        [--threads 1]
 
 Trains one static subnet of ``mbv3_small_images`` (the quick preset's largest by default) on the
 55,000 Fashion-MNIST training images with the trainer's loss (label smoothing 0.1), cosine
 learning rate with a 0.1-epoch warm-up, and the trainer's augmentation (random +-2 px translation
 and horizontal flip) unless ``--no-augment``, then prints one JSON line: the settings, MACs, wall
 time, images/s and accuracy on the 5,000-image holdout. ``--stage-strides`` rebuilds the family
-with another downsampling pattern (same widths) to price more spatial resolution.
+with another downsampling pattern (same widths) to price more spatial resolution;
+``--kernel-size`` gives every depthwise conv of the arch that kernel, to price the kernel choices
+(on CPU, 5x5 and 7x7 depthwise weight gradients cost far more than 3x3 ones).
 
 This is what chose the quick preset's full-network phase (``docs/results.md``): a static network
 trains without elastic overhead, so runs with one thread each can go side by side on two cores.
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=28)
     parser.add_argument("--stage-strides", default="2,1,2,1,1")
     parser.add_argument("--arch", choices=("largest", "smallest"), default="largest")
+    parser.add_argument("--kernel-size", type=int, choices=(3, 5, 7), default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -60,6 +64,9 @@ def main() -> None:
     )
     arch = getattr(supernet.space, args.arch)()
     arch = dataclasses.replace(arch, resolution=args.resolution)
+    if args.kernel_size is not None:
+        kernels = tuple((args.kernel_size,) * len(stage) for stage in arch.kernel_sizes)
+        arch = dataclasses.replace(arch, kernel_sizes=kernels)
     net = supernet.extract(arch).to(memory_format=torch.channels_last)
 
     data = load_data(DataConfig())
