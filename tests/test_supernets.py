@@ -52,7 +52,7 @@ def test_registry():
     with pytest.raises(ValueError, match="unknown supernet family 'nope'; choose from"):
         ofa.create_supernet("nope", num_classes=10)
     # An option the family lacks is a setting error naming the family and the option.
-    with pytest.raises(ValueError, match="'resnet_small_images' does not take.*'kernel_sizes'"):
+    with pytest.raises(ValueError, match=r"'resnet_small_images' does not take.*'kernel_sizes'"):
         ofa.create_supernet("resnet_small_images", num_classes=10, kernel_sizes=[3])
 
 
