@@ -191,7 +191,9 @@ def run_demo(
     rows = []
     for (label, budget, _), pick in zip(chosen, picks, strict=True):
         model_dir = out / "models" / label
-        card = export_subnet(run, pick.arch, "onnx", model_dir, backend=backend, force=True)
+        card = export_subnet(
+            run, pick.arch, "onnx", model_dir, backend=backend, force=True, threads=spec.threads
+        )
         ort_acc = _ort_test_accuracy(model_dir / card["file"], run, card["resolution"])
         rows.append(
             {

@@ -80,6 +80,7 @@ def export_subnet(
     weights: Path | None = None,
     force: bool = False,
     measure: bool = True,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Write the BN-recalibrated subnet at ``arch`` of a run as ``fmt`` plus ``card.json``.
 
@@ -92,6 +93,10 @@ def export_subnet(
         weights: a fine-tuned subnet's weights (``onceforall finetune``) instead of the supernet's.
         force: overwrite an existing export in ``out_dir``.
         measure: time the exported model for ``latency_ms`` (else ``null``).
+        threads: intra-op threads for that timing, recorded in the card. The default 1 is what
+            ``onceforall search`` and its latency tables use, so the card's latency compares
+            with theirs (a batch-1 model this small runs slower on 2 onnxruntime threads than on
+            one).
 
     Returns:
         The card (also written to ``out_dir/card.json``): arch, resolution, in_channels,
@@ -128,7 +133,7 @@ def export_subnet(
     latency = None
     if measure:
         target = path if fmt == "onnx" and backend == "onnxruntime" else model
-        latency = measure_latency(target, shape, backend)
+        latency = measure_latency(target, shape, backend, threads=threads)
     card = {
         "arch": str(arch),
         "resolution": arch.resolution,
@@ -147,6 +152,7 @@ def export_subnet(
         "params": run.net.num_params(arch),
         "latency_ms": latency,
         "backend": backend,
+        "threads": threads if measure else None,
         "batch_size": 1,
         "format": fmt,
         "file": file_name,

@@ -60,6 +60,7 @@ def test_onnx_export_runs_in_onnxruntime_alone_and_matches_torch(run, tmp_path):
     assert json.loads((tmp_path / "m" / "card.json").read_text()) == card
     assert card["arch"] == str(arch) and card["file"] == "model.onnx"
     assert card["backend"] == "onnxruntime" and card["latency_ms"] > 0
+    assert card["threads"] == 1  # as search's latency tables, so the two compare
     assert card["macs"] == run.net.macs(arch) and card["params"] == run.net.num_params(arch)
     assert card["class_names"] == list(run.data.class_names)
     assert 0 <= card["test_accuracy"] <= 100 and 0 <= card["holdout_accuracy"] <= 100
@@ -87,6 +88,15 @@ def test_torchscript_and_safetensors_exports_match_torch(run, tmp_path, fmt):
     model = load_exported(tmp_path / fmt)
     x = _images(run, arch)
     torch.testing.assert_close(model(x), run.subnet(arch)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_cli_times_with_the_threads_asked_and_records_them(run, tmp_path, capsys):
+    arch = str(_arch(run))
+    out = tmp_path / "t2"
+    argv = ["export", str(run.path), "--arch", arch, "--format", "torchscript", "--out", str(out)]
+    assert cli_main([*argv, "--threads", "2"]) == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text())
+    assert card["threads"] == 2 and card["backend"] == "torch-cpu" and card["latency_ms"] > 0
 
 
 def test_export_errors_name_the_problem(run, tmp_path, capsys):
