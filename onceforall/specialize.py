@@ -21,6 +21,7 @@ import torch
 
 from onceforall.arch import ArchConfig
 from onceforall.predictors import BACKENDS, LatencyTable, build_latency_table, measure_latency
+from onceforall.predictors.timing import busy_cores
 from onceforall.run import Run
 from onceforall.search import (
     Candidate,
@@ -111,15 +112,16 @@ class Specializer:
             return LatencyTable.load(path, self.run.net)
         if self.progress:
             print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
-        load = os.getloadavg()[0]
-        if self.backend != "torch-cuda" and load > 0.75 * (os.cpu_count() or 1):
-            # Other work on the cores skews every entry; the table is kept and reused, so say so.
-            print(
-                f"warning: load average {load:.1f} on {os.cpu_count()} cores while measuring "
-                "latency; re-measure on a quiet machine with `onceforall latency build RUN_DIR "
-                "--force`",
-                file=sys.stderr,
-            )
+        if self.backend != "torch-cuda":
+            busy = busy_cores()
+            if busy > 0.5 * (os.cpu_count() or 1):
+                # Other work on the cores skews every entry; the table is kept and reused: say so.
+                print(
+                    f"warning: other work keeps {busy:.1f} of {os.cpu_count()} cores busy while "
+                    "measuring latency; re-measure on a quiet machine with `onceforall latency "
+                    "build RUN_DIR --force`",
+                    file=sys.stderr,
+                )
         table = build_latency_table(
             self.run.net,
             self.backend,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from onceforall.predictors import (
     onnx_session,
     validate_latency,
 )
-from onceforall.predictors.timing import onnx_bytes
+from onceforall.predictors.timing import busy_cores, onnx_bytes
 from onceforall.supernets.base import LayerSpec
 
 FAST = {"warmup": 2, "repeats": 5}
@@ -191,3 +194,17 @@ def test_backend_errors():
             measure_latency(m, (1, 1, 4, 4), "torch-cuda")
         with pytest.raises(ValueError, match="'torch-cuda' needs a CUDA device"):
             build_latency_table(_small(), "torch-cuda")
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads /proc/stat (Linux)")
+def test_busy_cores_counts_other_processes():
+    """The latency-table warning's measure: another process spinning a core shows up (this
+    process sleeping meanwhile adds nothing)."""
+    spin = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 3: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        busy_cores(0.5)  # the child starts meanwhile; it spins for 3 s in all
+        assert busy_cores(0.5) >= 0.5
+    finally:
+        child.kill()
+        child.wait()

@@ -287,6 +287,31 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy so far, from ``/proc/stat`` (Linux)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait; the rest (user, system, irq, steal...) is busy
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(window: float = 0.5) -> float:
+    """How many cores other processes keep busy now, to warn that latency measurements are skewed.
+
+    Samples ``/proc/stat`` over ``window`` seconds, minus this process's own CPU time in that
+    window (threads still spinning after earlier work). The load average would count this
+    process's work of the last minute too: the demo builds the accuracy dataset on every core
+    just before it measures the latency table. Where ``/proc/stat`` is missing: the 1-minute load
+    average.
+    """
+    try:
+        busy0, own0, wall0 = _busy_seconds(), time.process_time(), time.monotonic()
+        time.sleep(window)
+        busy1, own1, wall1 = _busy_seconds(), time.process_time(), time.monotonic()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall1 - wall0, 1e-9)
+
+
 def environment(backend: str, threads: int, batch_size: int) -> dict[str, Any]:
     """Where and how a measurement runs: backend, device, threads, versions, load, time."""
     import onnxruntime as ort
