@@ -322,9 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--backend", choices=backends, help="latency backend for the card")
     ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")
     ex.add_argument("--no-measure", action="store_true", help="do not time the model")
-    ex.add_argument(
-        "--threads", type=int, default=1, help="latency threads (default 1, as search's tables)"
-    )
+    ex.add_argument("--threads", type=int, help="latency threads (default 1, as search's tables)")
     ex.add_argument("--force", action="store_true", help="overwrite an existing export")
     ex.set_defaults(func=_cmd_export)
 

@@ -80,7 +80,7 @@ def export_subnet(
     weights: Path | None = None,
     force: bool = False,
     measure: bool = True,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Write the BN-recalibrated subnet at ``arch`` of a run as ``fmt`` plus ``card.json``.
 
@@ -93,10 +93,10 @@ def export_subnet(
         weights: a fine-tuned subnet's weights (``onceforall finetune``) instead of the supernet's.
         force: overwrite an existing export in ``out_dir``.
         measure: time the exported model for ``latency_ms`` (else ``null``).
-        threads: intra-op threads for that timing, recorded in the card. The default 1 is what
+        threads: intra-op threads for that timing, recorded in the card; the default
+            (:data:`~onceforall.predictors.LATENCY_THREADS`) is what
             ``onceforall search`` and its latency tables use, so the card's latency compares
-            with theirs (a batch-1 model this small runs slower on 2 onnxruntime threads than on
-            one).
+            with theirs.
 
     Returns:
         The card (also written to ``out_dir/card.json``): arch, resolution, in_channels,
@@ -107,8 +107,9 @@ def export_subnet(
         ValueError: unknown format or an arch outside the run's space.
         FileExistsError: ``out_dir`` holds an export and ``force`` is not set.
     """
-    from onceforall.predictors import measure_latency
+    from onceforall.predictors import LATENCY_THREADS, measure_latency
 
+    threads = threads or LATENCY_THREADS
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} unknown; choose from {', '.join(FORMATS)}")
     arch = run.parse(arch)

@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from onceforall.arch import ArchConfig
-from onceforall.predictors import BACKENDS, LatencyTable, build_latency_table, measure_latency
+from onceforall.predictors import (
+    BACKENDS,
+    LATENCY_THREADS,
+    LatencyTable,
+    build_latency_table,
+    measure_latency,
+)
 from onceforall.predictors.timing import busy_cores
 from onceforall.run import Run
 from onceforall.search import (
@@ -70,9 +76,7 @@ class Specializer:
     Args:
         run: the trained run.
         backend: latency backend (``onnxruntime``, ``torch-cpu``, ``torch-cuda``).
-        threads: intra-op threads for latency (default 1: batch-1 inference on one core, the
-            setting the latency model is validated in; with 2 threads, onnxruntime's parallel
-            dispatch of these small layers made whole-net times diverge from the layer sums).
+        threads: intra-op threads for latency (default :data:`LATENCY_THREADS`, one).
         accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
         progress: progress bars while building.
         latency_warmup, latency_repeats: per layer when the latency table is built.
@@ -97,7 +101,7 @@ class Specializer:
             raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
         self.run = run
         self.backend = backend
-        self.threads = threads or 1
+        self.threads = threads or LATENCY_THREADS
         self.accuracy_samples = accuracy_samples
         self.progress = progress
         self.latency_warmup, self.latency_repeats = latency_warmup, latency_repeats

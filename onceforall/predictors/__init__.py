@@ -16,11 +16,18 @@ from onceforall.predictors.latency import (
     build_latency_table,
     validate_latency,
 )
-from onceforall.predictors.timing import BACKENDS, CLOCKS, measure_latency, onnx_session
+from onceforall.predictors.timing import (
+    BACKENDS,
+    CLOCKS,
+    LATENCY_THREADS,
+    measure_latency,
+    onnx_session,
+)
 
 __all__ = [
     "BACKENDS",
     "CLOCKS",
+    "LATENCY_THREADS",
     "AccuracyDataset",
     "AccuracyPredictor",
     "LatencyTable",

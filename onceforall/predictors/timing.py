@@ -41,6 +41,11 @@ __all__ = [
 
 BACKENDS = ("torch-cpu", "torch-cuda", "onnxruntime")
 CLOCKS = ("wall", "cpu")
+# Intra-op threads for latency, wherever a command times a model: search's latency tables, their
+# validation and the export card. Batch-1 inference on one core is the setting the latency model is
+# validated in; with 2 threads, onnxruntime's parallel dispatch of these small layers made
+# whole-net times diverge from the layer sums, and a small model runs slower than on one.
+LATENCY_THREADS = 1
 
 
 def check_backend(backend: str) -> str:
