@@ -1,7 +1,7 @@
 """Elastic overhead: a supernet training step at an active arch vs the extracted static subnet.
 
     .venv/bin/python -m benchmarks.elastic_overhead [--family mbv3_small_images] [--rounds 30]
-        [--channels-last] [--breakdown]
+        [--channels-last] [--breakdown] [--kernel-sizes 3,5,7] [--expand-ratios 3,4,6]
 
 Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
 middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
@@ -11,7 +11,9 @@ runs both networks in the memory format the trainer uses by default. ``--breakdo
 where the extra time goes: the median forward, backward and optimizer-step times of each network
 and their differences (the supernet's forward slices and transforms the active weights, its
 backward carries those ops' gradients back into the full-size parameters, and its optimizer
-updates full-size tensors wherever a slice was used).
+updates full-size tensors wherever a slice was used). ``--kernel-sizes`` / ``--expand-ratios``
+build the family with fewer choices, to price each elastic dimension apart: in a space with one
+kernel size no kernel is transformed, and with one expand ratio no weight is sliced.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
     )
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
 def _step(model, opt, x, y) -> tuple[float, float, float]:
     """Seconds of (forward + loss, backward, optimizer step) of one training step."""
     t0 = time.perf_counter()
@@ -66,11 +76,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--breakdown", action="store_true", help="also time forward, backward and step apart"
     )
+    p.add_argument("--kernel-sizes", type=_ints, help="the family's kernel choices, e.g. 3,5,7")
+    p.add_argument("--expand-ratios", type=_floats, help="the family's expand ratios, e.g. 3,4,6")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     in_ch = 1 if "small" in args.family else 3
-    net = ofa.create_supernet(args.family, num_classes=10, in_channels=in_ch).train()
+    choices = {
+        k: v
+        for k, v in (("kernel_sizes", args.kernel_sizes), ("expand_ratios", args.expand_ratios))
+        if v is not None
+    }
+    net = ofa.create_supernet(args.family, num_classes=10, in_channels=in_ch, **choices).train()
     space = net.space
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     if args.channels_last:
@@ -80,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# {args.family}, batch {args.batch}, {args.rounds} interleaved rounds, "
         f"{args.threads} threads, torch {torch.__version__}, {cpu}, "
         f"{'channels-last, ' if args.channels_last else ''}"
+        f"{''.join(f'{k} {v}, ' for k, v in choices.items())}"
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
