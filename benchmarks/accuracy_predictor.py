@@ -156,7 +156,7 @@ def compare_models(net, archs, accuracies, folds: int, seed: int) -> None:
     for name, v in sorted(scores.items(), key=lambda kv: -np.mean([t for t, _ in kv[1]])):
         t = np.array(v)
         print(
-            f"  {name:48s} Kendall tau {t[:, 0].mean():.3f} +- {t[:, 0].std():.3f}, "
+            f"  {name:52s} Kendall tau {t[:, 0].mean():.3f} +- {t[:, 0].std():.3f}, "
             f"RMSE {t[:, 1].mean():.3f} pp"
         )
 
