@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.elastic_overhead [--family mbv3_small_images] [--rounds 30]
         [--channels-last] [--breakdown] [--kernel-sizes 3,5,7] [--expand-ratios 3,4,6]
+        [--train-kernel-transforms]
 
 Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
 middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
@@ -13,7 +14,9 @@ and their differences (the supernet's forward slices and transforms the active w
 backward carries those ops' gradients back into the full-size parameters, and its optimizer
 updates full-size tensors wherever a slice was used). ``--kernel-sizes`` / ``--expand-ratios``
 build the family with fewer choices, to price each elastic dimension apart: in a space with one
-kernel size no kernel is transformed, and with one expand ratio no weight is sliced.
+kernel size no kernel is transformed, and with one expand ratio no weight is sliced. The kernel
+transformation matrices are frozen, as the trainer freezes them in every phase that trains these
+archs; ``--train-kernel-transforms`` times the elastic-kernel phase's setting instead.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--kernel-sizes", type=_ints, help="the family's kernel choices, e.g. 3,5,7")
     p.add_argument("--expand-ratios", type=_floats, help="the family's expand ratios, e.g. 3,4,6")
+    p.add_argument(
+        "--train-kernel-transforms",
+        action="store_true",
+        help="train the kernel transformation matrices too (the elastic-kernel phase's setting)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -89,6 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     net = ofa.create_supernet(args.family, num_classes=10, in_channels=in_ch, **choices).train()
     space = net.space
+    # As the trainer does: the kernel transformation matrices train only in the elastic-kernel
+    # phase, whose subnets all have the largest expand ratio and depth. Every phase that trains
+    # the median and the smallest subnet has them frozen (and the largest uses no transform).
+    for name, param in net.named_parameters():
+        if ".transforms." in name:
+            param.requires_grad_(args.train_kernel_transforms)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     if args.channels_last:
         net.to(memory_format=fmt)
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads, torch {torch.__version__}, {cpu}, "
         f"{'channels-last, ' if args.channels_last else ''}"
         f"{''.join(f'{k} {v}, ' for k, v in choices.items())}"
+        f"kernel transforms {'trained' if args.train_kernel_transforms else 'frozen'}, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
@@ -113,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         x = torch.randn(args.batch, in_ch, arch.resolution, arch.resolution)
         x = x.contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (args.batch,))
-        opt_super = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        opt_super = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
         opt_static = torch.optim.SGD(static.parameters(), lr=1e-3, momentum=0.9)
         for _ in range(args.warmup):
             _step(net, opt_super, x, y)

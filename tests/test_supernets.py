@@ -14,6 +14,7 @@ import onceforall as ofa
 from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv, make_divisible
 from onceforall.elastic.utils import leading
 from onceforall.export import export_onnx, export_torchscript
+from onceforall.static import SqueezeExcite
 from onceforall.supernets.resnet import ResNetSupernet
 from tests.conftest import family_kwargs, randomize_
 
@@ -215,7 +216,10 @@ def _reference_kernel(conv: ElasticDepthwiseConv, k: int, c: int) -> torch.Tenso
 
 @pytest.mark.parametrize("k", [3, 5, 7])
 @pytest.mark.parametrize("c", [16, 24])
-def test_kernel_transform_matches_reference_exactly(k, c):
+def test_kernel_transform_matches_reference(k, c):
+    """The folded crop-and-transform matrix computes the paper's chain: the same values and
+    gradients up to float rounding (one product of sums over 49 terms instead of two over 25
+    and 9), for every weight and transform it touches."""
     torch.manual_seed(k + c)
     conv = ElasticDepthwiseConv(24, (3, 5, 7))
     with torch.no_grad():
@@ -229,9 +233,33 @@ def test_kernel_transform_matches_reference_exactly(k, c):
         out.backward(grad)
         results.append([out, *(p.grad for p in conv.parameters())])
     for a, b in zip(*results, strict=True):
-        assert (a is None and b is None) or torch.equal(a, b)
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     trained = {name for name, t in conv.transforms.items() if t.grad is not None}
     assert trained == {7: set(), 5: {"7to5"}, 3: {"7to5", "5to3"}}[k]
+
+
+def test_frozen_kernel_transforms_are_folded_once_and_follow_changes():
+    """With the matrices frozen, the folded matrix is kept between calls, and any change of a
+    transform (an in-place update, a new dtype) is seen at the next call."""
+    torch.manual_seed(0)
+    conv = ElasticDepthwiseConv(16, (3, 5, 7))
+    for t in conv.transforms.values():
+        t.requires_grad_(False)
+        t.add_(torch.randn(t.shape) * 0.1)
+    first = conv.kernel(3, 8)
+    assert torch.allclose(first, _reference_kernel(conv, 3, 8), rtol=1e-5, atol=1e-6)
+    folded = conv._matrices[3][1]
+    conv.kernel(3, 8).sum().backward()  # gradients reach the weight only, through the kept matrix
+    assert conv._matrices[3][1] is folded and conv.weight.grad is not None
+    assert conv.weight.grad[8:].abs().sum() == 0 and conv.weight.grad[:8].abs().sum() > 0
+    with torch.no_grad():
+        conv.transforms["5to3"].mul_(2)
+    assert torch.allclose(conv.kernel(3, 8), _reference_kernel(conv, 3, 8), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(conv.kernel(3, 8), first)
+    conv.double()
+    kernel = conv.kernel(3, 8)
+    assert kernel.dtype == torch.float64
+    assert torch.allclose(kernel, _reference_kernel(conv, 3, 8), rtol=1e-9, atol=1e-12)
 
 
 def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig) -> torch.Tensor:
@@ -331,3 +359,21 @@ def test_leading_slices_are_exact_and_keep_the_memory_format():
             expected = torch.zeros(w.shape)
             expected[:rows, :cols] = g
             assert torch.equal(grad, expected)
+
+
+def test_squeeze_excite_loads_subnets_saved_with_conv_weights():
+    """Extracted subnets saved before the SE layers became linear (1x1 conv weights of shape
+    ``(out, in, 1, 1)``) load into the present layout and compute the same function."""
+    torch.manual_seed(0)
+    se = SqueezeExcite(16, 8)
+    legacy = {k: v.view(*v.shape, 1, 1) if k.endswith("weight") else v
+              for k, v in se.state_dict().items()}  # fmt: skip
+    restored = SqueezeExcite(16, 8)
+    restored.load_state_dict(legacy)
+    x = torch.randn(2, 16, 5, 5)
+    assert torch.equal(restored(x), se(x))
+    # The same gate as the reference's 1x1 convs on the pooled map.
+    s = x.mean((2, 3), keepdim=True)
+    s = F.relu(F.conv2d(s, legacy["reduce.weight"], legacy["reduce.bias"]))
+    gate = F.hardsigmoid(F.conv2d(s, legacy["expand.weight"], legacy["expand.bias"]))
+    assert torch.allclose(se(x), x * gate, atol=1e-6)

@@ -106,14 +106,31 @@ class ElasticDepthwiseConv(nn.Module):
         for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True):
             lo = (big - small) // 2
             rows = torch.arange(lo, lo + small)
-            # Flat indices of the centre small x small window of a big x big kernel; for the first
-            # crop, of every channel's window in the whole weight. Not saved in the state dict
-            # (persistent=False): they follow from the sizes alone.
+            # Flat indices of the centre small x small window of a big x big kernel. Not saved in
+            # the state dict (persistent=False): they follow from the sizes alone.
             crop = (rows[:, None] * big + rows[None, :]).flatten()
             if big == k_max:
-                crop = torch.arange(max_channels)[:, None] * (big * big) + crop
+                # The first crop as a 0/1 (small^2, big^2) matrix, so the chain starts with a
+                # matrix product (see _matrix).
+                crop = torch.eye(big * big).index_select(0, crop)
             self.register_buffer(f"crop{big}to{small}", crop, persistent=False)
             self._chains[small] = (*self._chains[big], (f"{big}to{small}", f"crop{big}to{small}"))
+        # kernel size -> ((data_ptr, version) of each transform in its chain, folded matrix).
+        self._matrices: dict[int, tuple[tuple[tuple[int, int], ...], torch.Tensor]] = {}
+
+    def _apply(self, fn, recurse=True):
+        # Moving or casting the module replaces the matrices' storage: drop what was folded.
+        self._matrices.clear()
+        return super()._apply(fn, recurse)
+
+    def _matrix(self, chain: tuple[tuple[str, str], ...]) -> torch.Tensor:
+        """The ``(k^2, max_k^2)`` matrix that maps a flattened largest kernel to the flattened
+        ``k x k`` one: the chain of centre crops and transforms folded into one linear map."""
+        (key, crop), *rest = chain
+        m = self.transforms[key] @ getattr(self, crop)
+        for key, crop in rest:
+            m = self.transforms[key] @ m.index_select(0, getattr(self, crop))
+        return m
 
     def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
         """The active ``(channels, 1, k, k)`` kernel, differentiable w.r.t. weight and matrices."""
@@ -123,14 +140,27 @@ class ElasticDepthwiseConv(nn.Module):
             raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes}")
         if not chain:
             return self.weight if c == self.max_channels else self.weight[:c]
-        # Crops are gathers: the same values as w[:c, :, lo:hi, lo:hi].reshape(c, -1), in one op
-        # and one backward node instead of slices plus a copy (this runs on every training step
-        # of every block). The first one reads the stored weight as a flat vector (torch.take).
-        (key, crop), *rest = chain
-        w = F.linear(torch.take(self.weight, getattr(self, crop)[:c]), self.transforms[key])
-        for key, crop in rest:
-            w = F.linear(w.index_select(1, getattr(self, crop)), self.transforms[key])
-        return w.view(c, 1, kernel_size, kernel_size)
+        # A smaller kernel is one product of the weight with the folded crop-and-transform
+        # matrix: two small autograd ops per block instead of a crop and a product per
+        # transition (this runs on every training step of every block). Once the matrices are
+        # frozen (every phase after the elastic kernel one) or nothing records gradients, the
+        # folded matrix is kept until a transform changes (its version counter moves).
+        transforms = [self.transforms[key] for key, _ in chain]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in transforms):
+            m = self._matrix(chain)
+        else:
+            state = tuple((t.data_ptr(), t._version) for t in transforms)
+            cached = self._matrices.get(kernel_size)
+            if cached is not None and cached[0] == state:
+                m = cached[1]
+            else:
+                with torch.no_grad():
+                    m = self._matrix(chain)
+                self._matrices[kernel_size] = (state, m)
+        w = self.weight.view(self.max_channels, -1)
+        return F.linear(w if c == self.max_channels else w[:c], m).view(
+            c, 1, kernel_size, kernel_size
+        )
 
     def forward(
         self, x: torch.Tensor, kernel_size: int, kernel: torch.Tensor | None = None

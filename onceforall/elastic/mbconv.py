@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
@@ -18,6 +19,12 @@ from onceforall.static import MBConv
 __all__ = ["ElasticMBConv", "MBConvParams", "activation"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
+# The same, as functions (in place where the module is), for the elastic blocks' forward.
+_ACT_FNS = {
+    "relu": partial(F.relu, inplace=True),
+    "relu6": partial(F.relu6, inplace=True),
+    "hswish": F.hardswish,
+}
 
 
 def activation(name: str) -> nn.Module:
@@ -84,7 +91,7 @@ class ElasticMBConv(nn.Module):
         self.se = ElasticSE(max_mid) if use_se else None
         self.project = ElasticPointwiseConv(max_mid, out_channels)
         self.project_bn = nn.BatchNorm2d(out_channels)
-        self.act = activation(act)
+        self._act = _ACT_FNS[act]  # a function: the forward calls no sub-module (see there)
         self.residual = stride == 1 and in_channels == out_channels
 
     def mid_channels(self, expand_ratio: float) -> int:
@@ -116,13 +123,19 @@ class ElasticMBConv(nn.Module):
         """Args: x: ``(N, in_channels, H, W)``; params: :meth:`active_params` at this choice, if
         precomputed. Returns ``(N, out_channels, H/s, W/s)``."""
         p = self.active_params(kernel_size, expand_ratio) if params is None else params
+        # Functional calls on the active parameters rather than calls of the sub-modules: on
+        # small inputs a module call's overhead is a visible share of each layer's time (so
+        # forward hooks on the sub-modules do not run; hook the block itself).
+        act = self._act
         h = x
-        if self.has_expand:
-            h = self.act(self.expand_bn(self.expand_conv(h, None, p.expand), p.expand_bn))
-        h = self.act(self.depthwise_bn(self.depthwise(h, kernel_size, p.kernel), p.depthwise_bn))
-        if self.se is not None:
-            h = self.se(h, p.se)
-        h = self.project_bn(self.project(h, None, p.project))
+        if p.expand is not None:
+            h = act(self.expand_bn.forward(F.conv2d(h, *p.expand), p.expand_bn))
+        kernel = p.kernel
+        h = F.conv2d(h, kernel, None, self.stride, kernel_size // 2, 1, kernel.shape[0])
+        h = act(self.depthwise_bn.forward(h, p.depthwise_bn))
+        if p.se is not None:
+            h = self.se.forward(h, p.se)
+        h = self.project_bn(F.conv2d(h, *p.project))
         return x + h if self.residual else h
 
     def cost(self, in_hw: int, kernel_size: int, expand_ratio: float) -> tuple[int, int, int]:

@@ -38,12 +38,16 @@ class ElasticSE(nn.Module):
 
     def active_params(self, channels: int) -> SEParams:
         """``(reduce_weight, reduce_bias, expand_weight, expand_bias)`` at ``channels``: the first
-        rows/columns of the shared parameters (see :func:`~onceforall.elastic.utils.leading`)."""
+        rows/columns of the shared parameters, the weights as 2-D ``(out, in)`` matrices."""
         m = self.mid(channels)
+        rw, ew = self.reduce_weight, self.expand_weight
+        # One strided view per weight and no copy: the squeeze runs on a 1x1 map, where a
+        # linear layer is the same product as the 1x1 conv and takes a strided weight as it is
+        # (a conv would need it copied to contiguous memory in forward and backward).
         return (
-            leading(self.reduce_weight, m, channels),
+            rw.as_strided((m, channels), rw.stride()[:2], rw.storage_offset()),
             leading(self.reduce_bias, m),
-            leading(self.expand_weight, channels, m),
+            ew.as_strided((channels, m), ew.stride()[:2], ew.storage_offset()),
             leading(self.expand_bias, channels),
         )
 
@@ -52,12 +56,12 @@ class ElasticSE(nn.Module):
         reduce_w, reduce_b, expand_w, expand_b = (
             self.active_params(x.shape[1]) if params is None else params
         )
-        s = x.mean((2, 3), keepdim=True)
-        s = F.relu(F.conv2d(s, reduce_w, reduce_b), inplace=True)
-        return x * F.hardsigmoid(F.conv2d(s, expand_w, expand_b))
+        s = F.relu(F.linear(x.mean((2, 3)), reduce_w, reduce_b), inplace=True)
+        gate = F.hardsigmoid(F.linear(s, expand_w, expand_b))
+        return x * gate.view(*gate.shape, 1, 1)
 
     def cost(self, channels: int) -> tuple[int, int]:
-        """MACs and parameters at ``channels`` (both 1x1 convs run on a 1x1 map)."""
+        """MACs and parameters at ``channels`` (both layers run on the pooled ``(N, C)`` map)."""
         m = self.mid(channels)
         return 2 * m * channels, 2 * m * channels + m + channels
 
@@ -65,9 +69,9 @@ class ElasticSE(nn.Module):
     def export(self, channels: int) -> SqueezeExcite:
         m = self.mid(channels)
         se = SqueezeExcite(channels, m)
-        se.reduce.weight.copy_(self.reduce_weight[:m, :channels])
+        se.reduce.weight.copy_(self.reduce_weight[:m, :channels, 0, 0])
         se.reduce.bias.copy_(self.reduce_bias[:m])
-        se.expand.weight.copy_(self.expand_weight[:channels, :m])
+        se.expand.weight.copy_(self.expand_weight[:channels, :m, 0, 0])
         se.expand.bias.copy_(self.expand_bias[:channels])
         return se
 
