@@ -38,6 +38,7 @@ from onceforall.search import (
     macs_cost,
     params_cost,
 )
+from onceforall.static import LAYERS_VERSION
 
 __all__ = ["Pick", "Specializer", "latency_table_path"]
 
@@ -113,7 +114,16 @@ class Specializer:
         """This machine's table for the backend: loaded from the run, or measured and saved."""
         path = latency_table_path(self.run, self.backend, self.threads)
         if path.is_file():
-            return LatencyTable.load(path, self.run.net)
+            table = LatencyTable.load(path, self.run.net)
+            # Tables from before the version was recorded timed version-1 layers.
+            measured = table.metadata.get("layers_version", 1)
+            if measured == LAYERS_VERSION:
+                return table
+            print(
+                f"note: {path} timed the subnet layers of onceforall's layer version "
+                f"{measured}; measuring it again for version {LAYERS_VERSION}",
+                file=sys.stderr,
+            )
         if self.progress:
             print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
         if self.backend != "torch-cuda":

@@ -11,7 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MBConv", "ResidualBlock", "SqueezeExcite", "StaticNet"]
+__all__ = ["LAYERS_VERSION", "MBConv", "ResidualBlock", "SqueezeExcite", "StaticNet"]
+
+# The version of the layers below, recorded with every latency table (they time these layers).
+# Bump it when a change alters what a layer costs to run: tables measured on an older version
+# are then measured again instead of reused. 2: squeeze-excite as linear layers, not 1x1 convs.
+LAYERS_VERSION = 2
 
 
 class SqueezeExcite(nn.Module):

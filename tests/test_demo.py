@@ -193,3 +193,29 @@ def test_every_family_gets_a_preset_schedule_that_fits_its_space():
         preset_config("quick", "resnet_small_images")[0].name == "fashion_mnist_resnet_quick.yaml"
     )
     assert preset_config("smoke", "resnet50d")[0].name == "smoke_resnet.yaml"
+
+
+def test_a_latency_table_of_older_layers_is_measured_again(demo_dir, tmp_path, capsys):
+    """A table that timed an older version of the subnet layers (or recorded none: version 1)
+    is not reused: it is measured again and saved over the stale one."""
+    from onceforall.run import Run
+    from onceforall.specialize import Specializer, latency_table_path
+    from onceforall.static import LAYERS_VERSION
+
+    shutil.copytree(demo_dir / "run", tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    spec = Specializer(run, "onnxruntime")
+    path = latency_table_path(run, "onnxruntime", spec.threads)
+    stale = json.loads(path.read_text())
+    assert stale["metadata"]["layers_version"] == LAYERS_VERSION
+    del stale["metadata"]["layers_version"]
+    stale["entries"][0]["ms"] = 1e6  # a value no measurement gives
+    path.write_text(json.dumps(stale))
+    table = spec.latency_table
+    assert "measuring it again" in capsys.readouterr().err
+    assert table.metadata["layers_version"] == LAYERS_VERSION
+    assert max(table.entries.values()) < 1e6
+    saved = json.loads(path.read_text())
+    assert saved["metadata"]["layers_version"] == LAYERS_VERSION
+    # The fresh table is reused as it is.
+    assert Specializer(run, "onnxruntime").latency_table.entries == table.entries

@@ -322,8 +322,11 @@ def environment(backend: str, threads: int, batch_size: int) -> dict[str, Any]:
     import onnxruntime as ort
 
     device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
+    from onceforall.static import LAYERS_VERSION
+
     return {
         "backend": backend,
+        "layers_version": LAYERS_VERSION,
         "device": device,
         "cpu": cpu_name(),
         "threads": threads,
