@@ -119,17 +119,21 @@ class ElasticDepthwiseConv(nn.Module):
         self._matrices: dict[int, tuple[tuple[tuple[int, int], ...], torch.Tensor]] = {}
 
     def _apply(self, fn, recurse=True):
-        # Moving or casting the module replaces the matrices' storage: drop what was folded.
+        # Moving or casting the module replaces the matrices' storage: drop what was folded (a
+        # new storage could reuse a freed address with the same version count).
         self._matrices.clear()
         return super()._apply(fn, recurse)
 
-    def _matrix(self, chain: tuple[tuple[str, str], ...]) -> torch.Tensor:
+    def _matrix(
+        self, chain: tuple[tuple[str, str], ...], transforms: list[torch.Tensor]
+    ) -> torch.Tensor:
         """The ``(k^2, max_k^2)`` matrix that maps a flattened largest kernel to the flattened
-        ``k x k`` one: the chain of centre crops and transforms folded into one linear map."""
-        (key, crop), *rest = chain
-        m = self.transforms[key] @ getattr(self, crop)
-        for key, crop in rest:
-            m = self.transforms[key] @ m.index_select(0, getattr(self, crop))
+        ``k x k`` one: the chain of centre crops and ``transforms`` (one per step of ``chain``)
+        folded into one linear map."""
+        (_, crop), *rest = chain
+        m = transforms[0] @ getattr(self, crop)
+        for (_, crop), t in zip(rest, transforms[1:], strict=True):
+            m = t @ m.index_select(0, getattr(self, crop))
         return m
 
     def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
@@ -147,7 +151,7 @@ class ElasticDepthwiseConv(nn.Module):
         # folded matrix is kept until a transform changes (its version counter moves).
         transforms = [self.transforms[key] for key, _ in chain]
         if torch.is_grad_enabled() and any(t.requires_grad for t in transforms):
-            m = self._matrix(chain)
+            m = self._matrix(chain, transforms)
         else:
             state = tuple((t.data_ptr(), t._version) for t in transforms)
             cached = self._matrices.get(kernel_size)
@@ -155,7 +159,7 @@ class ElasticDepthwiseConv(nn.Module):
                 m = cached[1]
             else:
                 with torch.no_grad():
-                    m = self._matrix(chain)
+                    m = self._matrix(chain, transforms)
                 self._matrices[kernel_size] = (state, m)
         w = self.weight.view(self.max_channels, -1)
         return F.linear(w if c == self.max_channels else w[:c], m).view(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache, partial
 from typing import NamedTuple
 
@@ -18,20 +18,23 @@ from onceforall.static import MBConv
 
 __all__ = ["ElasticMBConv", "MBConvParams", "activation"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
-# The same, as functions (in place where the module is), for the elastic blocks' forward.
-_ACT_FNS = {
-    "relu": partial(F.relu, inplace=True),
-    "relu6": partial(F.relu6, inplace=True),
-    "hswish": F.hardswish,
+# name -> (module class, the same as a function: in place where the module is).
+_ACTIVATIONS = {
+    "relu": (nn.ReLU, partial(F.relu, inplace=True)),
+    "relu6": (nn.ReLU6, partial(F.relu6, inplace=True)),
+    "hswish": (nn.Hardswish, F.hardswish),
 }
+
+
+def _activation_entry(name: str) -> tuple[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
 
 
 def activation(name: str) -> nn.Module:
     """A fresh activation module by name (``relu``, ``relu6``, ``hswish``)."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
-    cls = _ACTIVATIONS[name]
+    cls = _activation_entry(name)[0]
     return cls() if cls is nn.Hardswish else cls(inplace=True)
 
 
@@ -91,7 +94,7 @@ class ElasticMBConv(nn.Module):
         self.se = ElasticSE(max_mid) if use_se else None
         self.project = ElasticPointwiseConv(max_mid, out_channels)
         self.project_bn = nn.BatchNorm2d(out_channels)
-        self._act = _ACT_FNS[act]  # a function: the forward calls no sub-module (see there)
+        self._act = _activation_entry(act)[1]  # a function: see forward
         self.residual = stride == 1 and in_channels == out_channels
 
     def mid_channels(self, expand_ratio: float) -> int:
@@ -123,19 +126,19 @@ class ElasticMBConv(nn.Module):
         """Args: x: ``(N, in_channels, H, W)``; params: :meth:`active_params` at this choice, if
         precomputed. Returns ``(N, out_channels, H/s, W/s)``."""
         p = self.active_params(kernel_size, expand_ratio) if params is None else params
-        # Functional calls on the active parameters rather than calls of the sub-modules: on
-        # small inputs a module call's overhead is a visible share of each layer's time (so
-        # forward hooks on the sub-modules do not run; hook the block itself).
+        # The sub-modules' forward on the active parameters, not module calls: on small inputs a
+        # module call's overhead is a visible share of each layer's time (so forward hooks on the
+        # sub-modules do not run; hook the block itself).
         act = self._act
         h = x
         if p.expand is not None:
-            h = act(self.expand_bn.forward(F.conv2d(h, *p.expand), p.expand_bn))
-        kernel = p.kernel
-        h = F.conv2d(h, kernel, None, self.stride, kernel_size // 2, 1, kernel.shape[0])
+            h = self.expand_conv.forward(h, None, p.expand)
+            h = act(self.expand_bn.forward(h, p.expand_bn))
+        h = self.depthwise.forward(h, kernel_size, p.kernel)
         h = act(self.depthwise_bn.forward(h, p.depthwise_bn))
         if p.se is not None:
             h = self.se.forward(h, p.se)
-        h = self.project_bn(F.conv2d(h, *p.project))
+        h = self.project_bn.forward(self.project.forward(h, None, p.project))
         return x + h if self.residual else h
 
     def cost(self, in_hw: int, kernel_size: int, expand_ratio: float) -> tuple[int, int, int]:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from onceforall.static import LAYERS_VERSION
+
 __all__ = [
     "BACKENDS",
     "CLOCKS",
@@ -322,8 +324,6 @@ def environment(backend: str, threads: int, batch_size: int) -> dict[str, Any]:
     import onnxruntime as ort
 
     device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
-    from onceforall.static import LAYERS_VERSION
-
     return {
         "backend": backend,
         "layers_version": LAYERS_VERSION,
