@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import onceforall as ofa
+from onceforall.training.optim import make_optimizer
 
 
 def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
@@ -129,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         x = x.contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (args.batch,))
         trainable = [p for p in net.parameters() if p.requires_grad]
-        opt_super = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
-        opt_static = torch.optim.SGD(static.parameters(), lr=1e-3, momentum=0.9)
+        # The trainer's optimizer (fused where the device has it) for both networks.
+        opt_super = make_optimizer([{"params": trainable}], "sgd", 1e-3)
+        opt_static = make_optimizer([{"params": list(static.parameters())}], "sgd", 1e-3)
         for _ in range(args.warmup):
             _step(net, opt_super, x, y)
             _step(static, opt_static, x, y)

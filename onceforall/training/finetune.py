@@ -24,6 +24,7 @@ from onceforall.run import Run
 from onceforall.training.bn import recalibrate_bn
 from onceforall.training.checkpoint import atomic_write, save_weights
 from onceforall.training.losses import distillation_loss
+from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import lr_at, step_generator
 
 __all__ = ["finetune", "finetuned_path", "scratch_subnet", "train_subnet_loop"]
@@ -173,9 +174,10 @@ def train_subnet_loop(
     opt = config.optimizer
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
+    optimizer = make_optimizer(
         [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay}],
-        lr=lr,
+        "sgd",
+        lr,
         momentum=opt.momentum,
         nesterov=opt.nesterov,
     )

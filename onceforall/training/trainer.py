@@ -39,6 +39,7 @@ from onceforall.training.checkpoint import (
     truncate_metrics,
 )
 from onceforall.training.losses import distillation_loss
+from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import (
     Phase,
     lr_at,
@@ -109,9 +110,7 @@ def _param_groups(net: Supernet, opt_cfg, train_transforms: bool) -> list[dict]:
 def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
     groups = _param_groups(net, config.optimizer, phase.train_kernel_transforms)
     o = config.optimizer
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=phase.config.lr)
-    return torch.optim.SGD(groups, lr=phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
+    return make_optimizer(groups, o.name, phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
 class _Batches:
