@@ -27,6 +27,7 @@ from onceforall.training.checkpoint import (
     load_supernet,
     load_weights,
 )
+from onceforall.training.teacher import FullNetworkTeacher, load_teacher
 
 __all__ = ["Run", "train_or_reuse"]
 
@@ -99,13 +100,12 @@ class Run:
         return recalibrate_bn(sub, arch, self.calibration_batches())
 
     def teacher(self) -> nn.Module:
-        """The full network as trained in the first phase (the distillation teacher)."""
-        teacher = self.net.extract(self.net.space.largest())
+        """The full network as trained in the first phase (the distillation teacher), with batch
+        norm of its own at each resolution of the space."""
         if (self.path / TEACHER_FILE).is_file():
-            load_weights(teacher, self.path / TEACHER_FILE)
-        else:  # a run whose schedule never distilled: the trained supernet's largest subnet
-            recalibrate_bn(teacher, self.net.space.largest(), self.calibration_batches())
-        return teacher.eval()
+            return load_teacher(self.net, self.path / TEACHER_FILE)
+        # A run whose schedule never distilled: the trained supernet's largest subnet.
+        return FullNetworkTeacher.build(self.net, self.calibration_batches)
 
     def accuracy(self, model: nn.Module, arch: ArchConfig, split: str = "holdout") -> float:
         """Top-1 accuracy (%) of a standalone subnet on ``holdout`` or ``test``."""

@@ -20,9 +20,11 @@ from onceforall.cli import main as cli_main
 from onceforall.config import ScheduleConfig, load_config
 from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.training import TrainInterrupted, accuracy, train
-from onceforall.training.bn import batches
+from onceforall.training.bn import batches, recalibrate_bn
+from onceforall.training.checkpoint import save_weights
 from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
+from onceforall.training.teacher import FullNetworkTeacher, load_teacher
 from tests.conftest import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,6 +250,45 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
           progress=False)  # fmt: skip
     assert (run_dir / trainer.TEACHER_FILE).is_file()
     assert (True, False) in calls and (False, True) not in calls
+    saved = load_teacher(ofa.load_supernet(run_dir), run_dir / trainer.TEACHER_FILE)
+    assert saved.resolutions == tuple(tiny_config().model.resolutions)
+
+
+def test_teacher_has_batch_norm_of_its_own_at_each_resolution(tmp_path):
+    torch.manual_seed(0)
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20), dropout=0.0)  # fmt: skip
+    net.train()
+    for _ in range(3):  # running statistics that match no resolution in particular
+        net.set_active(net.space.largest())
+        net(torch.randn(8, 1, 20, 20) * 3 + 1)
+    images = [torch.rand(10, 1, 28, 28) for _ in range(2)]
+    teacher = FullNetworkTeacher.build(net, lambda: iter(images))
+    assert teacher.resolutions == (16, 20)
+    x = torch.rand(5, 1, 28, 28)
+    for r in (16, 20):
+        arch = dataclasses.replace(net.space.largest(), resolution=r)
+        expected = recalibrate_bn(net.extract(arch), arch, iter(images))
+        xr = resize_batch(x, r)
+        torch.testing.assert_close(teacher(xr), expected(xr))
+    bn = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    half = len(bn) // 2
+    assert not torch.allclose(bn[0].running_mean, bn[half].running_mean)  # 16 px vs 20 px
+    with pytest.raises(ValueError, match=r"resolutions \(16, 20\), got \(24, 24\)"):
+        teacher(torch.rand(1, 1, 24, 24))
+
+    # Saved and loaded as the trainer does; a one-network file (older runs) serves every
+    # resolution with its statistics.
+    save_weights(teacher, tmp_path / "teacher.safetensors")
+    loaded = load_teacher(net, tmp_path / "teacher.safetensors")
+    torch.testing.assert_close(loaded(resize_batch(x, 16)), teacher(resize_batch(x, 16)))
+    assert not any(p.requires_grad for p in loaded.parameters())
+    single = teacher.nets["20"]
+    save_weights(single, tmp_path / "old.safetensors")
+    old = load_teacher(net, tmp_path / "old.safetensors")
+    for r in (16, 20):
+        xr = resize_batch(x, r)
+        torch.testing.assert_close(old(xr), single(xr))
 
 
 def test_subnets_and_lr_are_pure_functions_of_the_step():

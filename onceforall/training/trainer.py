@@ -25,7 +25,7 @@ from tqdm import tqdm
 from onceforall.config import TrainConfig
 from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
 from onceforall.supernets import Supernet, create_supernet
-from onceforall.training.bn import evaluate_subnet
+from onceforall.training.bn import batches, evaluate_subnet
 from onceforall.training.checkpoint import (
     SUMMARY_FILE,
     SUPERNET_FILE,
@@ -47,6 +47,7 @@ from onceforall.training.schedule import (
     step_generator,
     subnets_for_step,
 )
+from onceforall.training.teacher import FullNetworkTeacher, load_teacher
 
 __all__ = ["TrainInterrupted", "train"]
 
@@ -151,16 +152,23 @@ class _Batches:
         yield from loader
 
 
-def _teacher(net: Supernet, run_dir: Path, env: _Env, create: bool) -> nn.Module:
-    """The full network as a frozen, standalone teacher (saved so a resumed run gets it back)."""
-    teacher = net.extract(net.space.largest())
+def _teacher(
+    net: Supernet, data: DataBundle, config: TrainConfig, run_dir: Path, env: _Env, create: bool
+) -> nn.Module:
+    """The full network as a frozen teacher, its batch norm recalibrated at each resolution on
+    the holdout slice that evaluations use (saved by rank 0, so a resumed run and every DDP rank
+    get the same one back)."""
     path = run_dir / TEACHER_FILE
     if create:
         if env.main:
+            teacher = FullNetworkTeacher.build(
+                net,
+                lambda: batches(data.holdout, config.eval_batch_size, config.bn_calibration_images),
+            )
             save_weights(teacher, path)
         _barrier(env)
-    else:
-        load_weights(teacher, path)
+    if not (create and env.main):
+        teacher = load_teacher(net, path)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
@@ -282,7 +290,7 @@ def train(
 
     teacher: nn.Module | None = None
     if (run_dir / TEACHER_FILE).is_file() and state["phase"] > 0:
-        teacher = _teacher(net, run_dir, env, create=False)
+        teacher = _teacher(net, data, config, run_dir, env, create=False)
 
     for phase in phases[state["phase"] :]:
         pc = phase.config
@@ -291,7 +299,7 @@ def train(
         teacher_kind = config.distill.resolved_teacher(config.schedule.kind)
         wants_teacher = teacher_kind == "full" and pc.distill and phase.index > 0
         if wants_teacher and teacher is None and config.distill.kd_ratio > 0:
-            teacher = _teacher(net, run_dir, env, create=True)
+            teacher = _teacher(net, data, config, run_dir, env, create=True)
         if phase.sort_channels and fresh_phase:
             net.sort_channels()
         optimizer = _make_optimizer(net, config, phase)
