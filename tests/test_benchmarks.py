@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -254,3 +255,13 @@ def test_landscape_summary_counts_subnets_a_cheaper_family_member_beats():
     # 85.0, 86.5 and 86.0 lose to the 1-MMAC family member; 88.0 loses to the 89.0 at 10.
     assert s["beaten_by_cheaper_family"] == pytest.approx(4 / 5)
     assert s["spearman_macs"] == pytest.approx(0.9, abs=0.1)
+
+
+def test_teacher_benchmark_prints_both_statistics_per_resolution(tiny_run, monkeypatch, capsys):
+    from benchmarks import teacher
+
+    monkeypatch.setattr(sys, "argv", ["teacher", str(tiny_run), "--threads", "1"])
+    teacher.main()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0] for row in rows] == [str(r) for r in Run.open(tiny_run).net.space.resolutions]
+    assert all(len(row) == 7 and row[1].endswith("%") and row[6].endswith("%") for row in rows)

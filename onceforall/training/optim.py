@@ -27,8 +27,9 @@ def make_optimizer(
 
     The fused implementation is used wherever every parameter sits on a device that has one: it
     updates all tensors in one kernel instead of a Python loop over them, the same update
-    (tested against the loop). On CPU the supernet's step over its 243 tensors takes 1.6 ms
-    instead of 5.6 ms, a visible share of a small subnet's 30-40 ms training step.
+    (tested against the loop). On CPU a small subnet's optimizer step took 0.9-1.0 ms instead of
+    1.7-2.2 ms (``benchmarks.elastic_overhead --breakdown``, docs/results.md), out of a 35 ms
+    training step.
     """
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(
