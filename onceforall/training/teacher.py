@@ -54,7 +54,10 @@ class FullNetworkTeacher(nn.Module):
         nets = {}
         for r in supernet.space.resolutions:
             nets[r] = supernet.extract(dataclasses.replace(largest, resolution=r))
-        return cls(nets).eval()
+        teacher = cls(nets)
+        for p in teacher.parameters():  # frozen: only ever a source of targets
+            p.requires_grad_(False)
+        return teacher.eval()
 
     @classmethod
     def build(cls, supernet: Supernet, calibration: Callable[[], Iterable]) -> FullNetworkTeacher:
@@ -62,8 +65,8 @@ class FullNetworkTeacher(nn.Module):
         batches a fresh ``calibration()`` yields (a fixed holdout slice)."""
         teacher = cls.skeleton(supernet)
         largest = supernet.space.largest()
-        for r, net in zip(teacher.resolutions, teacher.nets.values(), strict=True):
-            recalibrate_bn(net, dataclasses.replace(largest, resolution=r), calibration())
+        for r, net in teacher.nets.items():
+            recalibrate_bn(net, dataclasses.replace(largest, resolution=int(r)), calibration())
         return teacher.eval()
 
 
@@ -81,6 +84,4 @@ def load_teacher(supernet: Supernet, path: str | Path) -> FullNetworkTeacher:
     else:
         for net in teacher.nets.values():
             load_weights(net, path)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     return teacher.eval()

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +162,14 @@ def _teacher(
     path = run_dir / TEACHER_FILE
     if create:
         if env.main:
-            teacher = FullNetworkTeacher.build(
-                net,
-                lambda: batches(data.holdout, config.eval_batch_size, config.bn_calibration_images),
+            calibration = partial(
+                batches, data.holdout, config.eval_batch_size, config.bn_calibration_images
             )
-            save_weights(teacher, path)
+            save_weights(FullNetworkTeacher.build(net, calibration), path)
         _barrier(env)
-    if not (create and env.main):
-        teacher = load_teacher(net, path)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.eval()
+    # Every rank, rank 0 included, takes the saved file: all hold the same teacher, as a resumed
+    # run does.
+    return load_teacher(net, path)
 
 
 def _tensorboard(run_dir: Path, env: _Env) -> Any:
