@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from onceforall.data import DataConfig, augment_batch, load_data, resize_batch
+from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.supernets.mbconvnet import MBConvSupernet
 from onceforall.supernets.mobilenetv3 import SMALL_IMAGES_LAYOUT
 
@@ -86,23 +87,25 @@ def main() -> None:
 
     started, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
     net.train()
-    while step < total:  # bounded: each pass advances step by one per batch
-        order = torch.randperm(len(xs), generator=g)
-        for i in range(min(steps_per_epoch, total - step)):
-            if step < warmup:
-                lr = args.lr * (step + 1) / warmup
-            else:
-                lr = 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            x = xs[idx] if args.no_augment else augment_batch(xs[idx], g)
-            x = resize_batch(x, args.resolution).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(net(x), ys[idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+    with fast_depthwise_grad(net):  # the trainer's depthwise weight gradient
+        while step < total:  # bounded: each pass advances step by one per batch
+            order = torch.randperm(len(xs), generator=g)
+            for i in range(min(steps_per_epoch, total - step)):
+                if step < warmup:
+                    lr = args.lr * (step + 1) / warmup
+                else:
+                    progress = (step - warmup) / (total - warmup)
+                    lr = 0.5 * args.lr * (1 + math.cos(math.pi * progress))
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+                x = xs[idx] if args.no_augment else augment_batch(xs[idx], g)
+                x = resize_batch(x, args.resolution).contiguous(memory_format=torch.channels_last)
+                loss = F.cross_entropy(net(x), ys[idx], label_smoothing=0.1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
     seconds = time.perf_counter() - started
 
     net.eval()

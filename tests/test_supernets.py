@@ -377,3 +377,89 @@ def test_squeeze_excite_loads_subnets_saved_with_conv_weights():
     s = F.relu(F.conv2d(s, legacy["reduce.weight"], legacy["reduce.bias"]))
     gate = F.hardsigmoid(F.conv2d(s, legacy["expand.weight"], legacy["expand.bias"]))
     assert torch.allclose(se(x), x * gate, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("kh", "kw", "stride", "hw"),
+    [
+        (5, 5, 1, (14, 14)),
+        (7, 7, 2, (13, 11)),
+        (5, 5, 2, (4, 4)),  # maps shorter than the kernel
+        (7, 7, 1, (2, 3)),
+        (9, 9, 1, (12, 12)),  # two column shifts each side
+        (3, 5, 1, (6, 9)),
+        (5, 3, 1, (6, 6)),  # three columns: the plain call
+        (7, 7, 1, (1, 1)),
+    ],
+)
+def test_depthwise_conv2d_matches_conv2d_and_its_gradients(kh, kw, stride, hw, channels_last):
+    from onceforall.elastic.depthwise import _DepthwiseConv, depthwise_conv2d
+
+    g = torch.Generator().manual_seed(kh * 100 + kw * 10 + stride)
+    c = 6
+    x = torch.randn(3, c, *hw, generator=g, dtype=torch.float64)
+    w = torch.randn(c, 1, kh, kw, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    x1, w1 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    x2, w2 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = F.conv2d(x1, w1, None, stride, (kh // 2, kw // 2), 1, c)
+    out = depthwise_conv2d(x2, w2, stride)
+    assert (out.grad_fn.name() == "_DepthwiseConvBackward") == (kw > 3)
+    assert isinstance(_DepthwiseConv, type)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    ref.backward(grad)
+    out.backward(grad)
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_depthwise_conv2d_without_weight_gradient_is_plain_conv2d():
+    from onceforall.elastic.depthwise import depthwise_conv2d
+
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.randn(4, 1, 5, 5)
+    out = depthwise_conv2d(x, w)
+    assert out.grad_fn.name() == "ConvolutionBackward0"
+    with torch.no_grad():
+        assert depthwise_conv2d(x, w.requires_grad_()).grad_fn is None
+
+
+@pytest.mark.parametrize("family", ["mbv3_small_images", "proxyless_small_images", "mbv3"])
+def test_fast_depthwise_grad_trains_a_standalone_subnet_alike_and_leaves_it_standard(
+    family, supernet
+):
+    from onceforall.elastic.depthwise import fast_depthwise_grad
+
+    arch = supernet.space.largest()
+    a = supernet.extract(arch).train().double()
+    b = copy.deepcopy(a)
+    channels = family_kwargs(family)["in_channels"]
+    x = torch.randn(4, channels, arch.resolution, arch.resolution).double()
+    torch.manual_seed(0)  # the same dropout mask for both
+    a(x).square().sum().backward()
+    with fast_depthwise_grad(b) as model:
+        torch.manual_seed(0)
+        out = model(x)
+        names = {n for n, _ in _grad_fns(out.grad_fn)}
+        out.square().sum().backward()
+    assert "_DepthwiseConvBackward" in names  # the families' largest kernels are wider than 3
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-9, msg=name)
+    assert all("forward" not in vars(m) for m in b.modules())
+    torch.jit.script(b)  # a plain torch.nn module again
+
+
+def _grad_fns(fn, seen=None):
+    seen = set() if seen is None else seen
+    stack = [fn]
+    while stack:
+        f = stack.pop()
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        yield f.name(), f
+        stack.extend(g for g, _ in f.next_functions)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onceforall.elastic.depthwise import depthwise_conv2d
 from onceforall.elastic.utils import leading
 
 __all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
@@ -174,7 +175,7 @@ class ElasticDepthwiseConv(nn.Module):
         c = x.shape[1]
         if kernel is None:
             kernel = self.kernel(kernel_size, c)
-        return F.conv2d(x, kernel, None, self.stride, kernel_size // 2, 1, c)
+        return depthwise_conv2d(x, kernel, self.stride)
 
     @torch.no_grad()
     def export(self, channels: int, kernel_size: int) -> nn.Conv2d:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from onceforall.arch import ArchConfig
 from onceforall.data import augment_batch, make_loader, resize_batch
+from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.run import Run
 from onceforall.training.bn import recalibrate_bn
 from onceforall.training.checkpoint import atomic_write, save_weights
@@ -188,37 +189,40 @@ def train_subnet_loop(
     bar = tqdm(total=total, desc=desc, disable=not progress)
     step = epoch = 0
     loss = torch.zeros(())
-    while step < total:  # bounded: every pass advances step by one per batch, and total is fixed
-        loader = make_loader(
-            run.data.train, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=True
-        )
-        for x, y in loader:
-            if step >= total:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, lr, warmup)
-            if config.augment:
-                x = augment_batch(x, step_generator(seed, 2, step))
-            x = resize_batch(x, resolution).contiguous(memory_format=torch.channels_last)
-            target = None
-            if teacher is not None:
-                with torch.no_grad():
-                    target = teacher(x)
-            loss = distillation_loss(
-                model(x),
-                y,
-                target,
-                kd_ratio=config.distill.kd_ratio,
-                label_smoothing=opt.label_smoothing,
-                temperature=config.distill.temperature,
+    # Depthwise kernels wider than 3 train with the supernet's fast weight gradient on CPU.
+    with fast_depthwise_grad(model):
+        # Bounded: every pass advances step by one per batch, and total is fixed.
+        while step < total:
+            loader = make_loader(
+                run.data.train, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=True
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        epoch += 1
+            for x, y in loader:
+                if step >= total:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total, lr, warmup)
+                if config.augment:
+                    x = augment_batch(x, step_generator(seed, 2, step))
+                x = resize_batch(x, resolution).contiguous(memory_format=torch.channels_last)
+                target = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = teacher(x)
+                loss = distillation_loss(
+                    model(x),
+                    y,
+                    target,
+                    kd_ratio=config.distill.kd_ratio,
+                    label_smoothing=opt.label_smoothing,
+                    temperature=config.distill.temperature,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch += 1
     bar.close()
     model.eval()
     return {
