@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.full_network_recipe [--epochs 1] [--no-augment]
         [--optimizer sgd|adamw] [--lr 0.2] [--batch-size 256] [--resolution 28]
         [--stage-strides 2,1,2,1,1] [--arch largest|smallest] [--kernel-size 3|5|7]
-        [--threads 1]
+        [--threads 1] [--native-depthwise-grad]
 
 Trains one static subnet of ``mbv3_small_images`` (the quick preset's largest by default) on the
 55,000 Fashion-MNIST training images with the trainer's loss (label smoothing 0.1), cosine
@@ -11,8 +11,10 @@ learning rate with a 0.1-epoch warm-up, and the trainer's augmentation (random +
 and horizontal flip) unless ``--no-augment``, then prints one JSON line: the settings, MACs, wall
 time, images/s and accuracy on the 5,000-image holdout. ``--stage-strides`` rebuilds the family
 with another downsampling pattern (same widths) to price more spatial resolution;
-``--kernel-size`` gives every depthwise conv of the arch that kernel, to price the kernel choices
-(on CPU, 5x5 and 7x7 depthwise weight gradients cost far more than 3x3 ones).
+``--kernel-size`` gives every depthwise conv of the arch that kernel, to price the kernel choices.
+Depthwise weight gradients are the trainer's (``onceforall.elastic.depthwise``: kernels wider
+than 3 assembled from ``kh x 3`` pieces on CPU); ``--native-depthwise-grad`` prices PyTorch's
+own, which on CPU costs far more for 5x5 and 7x7 kernels than for 3x3.
 
 This is what chose the quick preset's full-network phase (``docs/results.md``): a static network
 trains without elastic overhead, so runs with one thread each can go side by side on two cores.
@@ -21,6 +23,7 @@ trains without elastic overhead, so runs with one thread each can go side by sid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--arch", choices=("largest", "smallest"), default="largest")
     parser.add_argument("--kernel-size", type=int, choices=(3, 5, 7), default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--native-depthwise-grad", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,7 +91,8 @@ def main() -> None:
 
     started, step, loss = time.perf_counter(), 0, torch.tensor(0.0)
     net.train()
-    with fast_depthwise_grad(net):  # the trainer's depthwise weight gradient
+    depthwise = contextlib.nullcontext() if args.native_depthwise_grad else fast_depthwise_grad(net)
+    with depthwise:
         while step < total:  # bounded: each pass advances step by one per batch
             order = torch.randperm(len(xs), generator=g)
             for i in range(min(steps_per_epoch, total - step)):

@@ -16,11 +16,11 @@ So on CPU the weight gradient of a ``kh x kw`` depthwise conv ("same" padding) i
   and ``d + 1`` are exact (at ``d - 1`` the call's own zero padding hides input columns the true
   gradient reads), and mirrored for the columns left of the centre.
 
-Each call's input is a copy with the rows' zero padding in it, because the fast kernel also
-refuses some paddings: maps shorter than the kernel (the 4x4 maps of the small-images families'
-last stages took 5-7 ms per ``5 x 3`` gradient instead of 0.7) and 7 rows at stride 2. A 5x5 or
-7x7 kernel thus takes three calls and three copies (module benchmark below), and the result
-equals the direct gradient up to float rounding (tested). On other devices, for kernels of at
+The fast kernel also refuses some row paddings: maps shorter than the kernel (the 4x4 maps of
+the small-images families' last stages took 5-7 ms per ``5 x 3`` gradient instead of 0.7) and 7
+rows at stride 2. There every call's input is a copy with the rows' zero padding in it. A 5x5 or
+7x7 kernel thus takes three calls and two or three copies, and the result equals the direct
+gradient up to float rounding (tested). On other devices, for kernels of at
 most 3 columns, and without gradients, it is exactly ``F.conv2d``.
 """
 
@@ -56,7 +56,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1) -> 
     return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
 
-def _padded(x: torch.Tensor, rows: int, d: int = 0) -> torch.Tensor:
+def _padded(x: torch.Tensor, rows: int, d: int) -> torch.Tensor:
     """``x`` with ``rows`` zero rows above and below, moved ``d`` columns left (right for
     ``d < 0``) with zeros shifted in; one copy, in ``x``'s memory format."""
     n, c, h, w = x.shape
@@ -67,8 +67,9 @@ def _padded(x: torch.Tensor, rows: int, d: int = 0) -> torch.Tensor:
         device=x.device,
         memory_format=fmt or torch.contiguous_format,
     )
-    out[:, :, :rows].zero_()
-    out[:, :, rows + h :].zero_()
+    if rows:
+        out[:, :, :rows].zero_()
+        out[:, :, rows + h :].zero_()
     inner = out[:, :, rows : rows + h]
     if abs(d) >= w:
         inner.zero_()
@@ -96,12 +97,17 @@ def depthwise_weight_grad(
     if weight.is_contiguous(memory_format=torch.channels_last):
         probe = probe.contiguous(memory_format=torch.channels_last)
 
+    # oneDNN's fast kernel refuses some row paddings: maps shorter than the kernel, and 7 rows
+    # at stride 2. There the rows' zero padding goes into a copy of the input instead of the
+    # call; elsewhere the centre call reads the input itself. (A wrong guess here costs time,
+    # never exactness.)
+    pad_in_copy = x.shape[2] < kh or (stride[0] > 1 and kh > 5)
+    rows = kh // 2 if pad_in_copy else 0
+
     def three_columns(d: int) -> torch.Tensor:
-        # The rows' zero padding is in the copy, not asked of the call: oneDNN's fast kernel
-        # refuses some paddings (feature maps shorter than the kernel, 7 rows at stride 2).
-        inp = _padded(x, kh // 2, d)
+        inp = x if d == 0 and not pad_in_copy else _padded(x, rows, d)
         return _convolution_backward(
-            grad, inp, probe, None, stride, (0, 1), (1, 1), False, (0, 0), c,
+            grad, inp, probe, None, stride, (kh // 2 - rows, 1), (1, 1), False, (0, 0), c,
             (False, True, False),
         )[1]  # fmt: skip
 
