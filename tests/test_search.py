@@ -382,6 +382,20 @@ def test_pareto_search_is_deterministic_and_spreads(net):
     assert a.front[0].to_dict()["arch"] == str(a.front[0].arch)
 
 
+def test_pareto_front_spans_the_space_from_smallest_to_largest(net):
+    # Accuracy rising with MACs: the largest arch is the front's most accurate end, however
+    # unlikely a short search is to sample it.
+    space = net.space
+
+    def accuracy(archs):
+        return np.log(np.array([net.macs(a) for a in archs], dtype=float))
+
+    front = pareto_search(
+        space, accuracy, macs_cost(net), generations=2, population_size=10, seed=0
+    ).front
+    assert front[0].arch == space.smallest() and front[-1].arch == space.largest()
+
+
 def test_pareto_search_rejects_bad_arguments():
     acc = _linear_accuracy(TINY)
     with pytest.raises(ValueError, match="objective must be a Cost"):

@@ -162,7 +162,10 @@ def pareto_search(
         max_init_attempts: archs sampled at most while seeding the initial population with
             feasible archs (the rest is padded with random ones, which NSGA-II ranks by violation).
         seeds: archs put in the initial population first, when feasible (e.g. the measured
-            archs of the accuracy dataset, best first).
+            archs of the accuracy dataset, best first), after the space's smallest and largest
+            arch: NSGA-II keeps a front's two ends, so a front starting from the extremes spans
+            the whole cost range wherever they are not dominated (random samples rarely come
+            near the largest arch).
 
     Returns:
         A :class:`ParetoResult`; ``result.spread(n)`` picks ``n`` archs along the front.
@@ -199,7 +202,7 @@ def pareto_search(
         g,
         max_attempts=max_init_attempts,
         mutation_prob=mutation_prob,
-        seeds=seeds,
+        seeds=[space.smallest(), space.largest(), *seeds],
     )
     known = set(init)
     pad = dict.fromkeys(space.sample(g) for _ in range(population_size - len(init)))
