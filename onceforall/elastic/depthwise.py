@@ -20,8 +20,8 @@ The fast kernel also refuses some row paddings: maps shorter than the kernel (th
 the small-images families' last stages took 5-7 ms per ``5 x 3`` gradient instead of 0.7) and 7
 rows at stride 2. There every call's input is a copy with the rows' zero padding in it. A 5x5 or
 7x7 kernel thus takes three calls and two or three copies, and the result equals the direct
-gradient up to float rounding (tested). On other devices, for kernels of at
-most 3 columns, and without gradients, it is exactly ``F.conv2d``.
+gradient up to float rounding (tested). On other devices, for kernels of at most 3 columns, and
+without gradients, it is exactly ``F.conv2d``.
 """
 
 from __future__ import annotations
