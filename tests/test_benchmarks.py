@@ -265,3 +265,14 @@ def test_teacher_benchmark_prints_both_statistics_per_resolution(tiny_run, monke
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[0] for row in rows] == [str(r) for r in Run.open(tiny_run).net.space.resolutions]
     assert all(len(row) == 7 and row[1].endswith("%") and row[6].endswith("%") for row in rows)
+
+
+def test_depthwise_grad_benchmark_compares_every_depthwise_layer(capsys):
+    from benchmarks import depthwise_grad
+
+    depthwise_grad.main(["--batch", "4", "--rounds", "1", "--threads", "1", "--resolution", "24"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if " k" in line and " s" in line and "(" in line]
+    assert len(rows) == 21 and {r[-6] for r in rows} == {"k3", "k5"}  # the largest subnet's
+    assert all(float(r[-1]) < 1e-3 for r in rows)  # the two gradients agree
+    assert out[-1].startswith("training step: pytorch's gradient")

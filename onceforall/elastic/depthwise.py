@@ -2,9 +2,10 @@
 
 oneDNN, PyTorch's CPU convolution engine, computes depthwise weight gradients with a dedicated
 kernel only when the kernel is at most 3 columns wide (any height); wider kernels fall back to its
-generic grouped-convolution code, which on the supernets' small feature maps takes 10-20 times as
-long as a 3x3 (``ONEDNN_VERBOSE=dispatch`` logs "bad param: kw > 3"). A 5x5 kernel's weight
-gradients were about 30% of the largest subnet's training step. The forward pass and the input
+generic grouped-convolution code (``ONEDNN_VERBOSE=dispatch`` logs "bad param: kw > 3"). On the
+largest ``mbv3_small_images`` subnet (5x5 kernels, 28 px, batch 128, 2 threads) those gradients
+take 24% of a training step, and each layer's 2-3 times as long as the assembled gradient below
+(``python -m benchmarks.depthwise_grad --resolution 28``). The forward pass and the input
 gradient have no such limit.
 
 So on CPU the weight gradient of a ``kh x kw`` depthwise conv ("same" padding) is assembled from
@@ -17,11 +18,10 @@ So on CPU the weight gradient of a ``kh x kw`` depthwise conv ("same" padding) i
   gradient reads), and mirrored for the columns left of the centre.
 
 The fast kernel also refuses some row paddings: maps shorter than the kernel (the 4x4 maps of
-the small-images families' last stages took 5-7 ms per ``5 x 3`` gradient instead of 0.7) and 7
-rows at stride 2. There every call's input is a copy with the rows' zero padding in it. A 5x5 or
-7x7 kernel thus takes three calls and two or three copies, and the result equals the direct
-gradient up to float rounding (tested). On other devices, for kernels of at most 3 columns, and
-without gradients, it is exactly ``F.conv2d``.
+the small-images families' last stages) and 7 rows at stride 2. There every call's input is a
+copy with the rows' zero padding in it. A 5x5 or 7x7 kernel thus takes three calls and two or
+three copies, and the result equals the direct gradient up to float rounding (tested). On other
+devices, for kernels of at most 3 columns, and without gradients, it is exactly ``F.conv2d``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["depthwise_conv2d", "depthwise_weight_grad", "fast_depthwise_grad"]
+__all__ = [
+    "depthwise_conv2d",
+    "depthwise_weight_grad",
+    "fast_depthwise_grad",
+    "is_plain_depthwise",
+]
 
 _convolution_backward = torch.ops.aten.convolution_backward
 
@@ -60,12 +65,12 @@ def _padded(x: torch.Tensor, rows: int, d: int) -> torch.Tensor:
     """``x`` with ``rows`` zero rows above and below, moved ``d`` columns left (right for
     ``d < 0``) with zeros shifted in; one copy, in ``x``'s memory format."""
     n, c, h, w = x.shape
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
     out = torch.empty(
         (n, c, h + 2 * rows, w),
         dtype=x.dtype,
         device=x.device,
-        memory_format=fmt or torch.contiguous_format,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
     )
     if rows:
         out[:, :, :rows].zero_()
@@ -86,28 +91,27 @@ def depthwise_weight_grad(
     grad: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
-    stride: int | tuple[int, int],
+    stride: int,
 ) -> torch.Tensor:
     """The gradient of a "same"-padded depthwise conv's odd ``(C, 1, kh, kw)`` weight, from
     ``kh x 3`` weight gradients (module docstring)."""
     c, _, kh, kw = weight.shape
-    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
     p = kw // 2
-    probe = weight.new_empty((c, 1, kh, 3))  # only its shape and memory format are read
-    if weight.is_contiguous(memory_format=torch.channels_last):
-        probe = probe.contiguous(memory_format=torch.channels_last)
+    # Only the probe's shape is read. (A (C, 1, kh, 3) tensor is contiguous in both memory
+    # formats: its channel dim has size 1.)
+    probe = weight.new_empty((c, 1, kh, 3))
 
     # oneDNN's fast kernel refuses some row paddings: maps shorter than the kernel, and 7 rows
     # at stride 2. There the rows' zero padding goes into a copy of the input instead of the
     # call; elsewhere the centre call reads the input itself. (A wrong guess here costs time,
     # never exactness.)
-    pad_in_copy = x.shape[2] < kh or (stride[0] > 1 and kh > 5)
+    pad_in_copy = x.shape[2] < kh or (stride > 1 and kh > 5)
     rows = kh // 2 if pad_in_copy else 0
 
     def three_columns(d: int) -> torch.Tensor:
         inp = x if d == 0 and not pad_in_copy else _padded(x, rows, d)
         return _convolution_backward(
-            grad, inp, probe, None, stride, (kh // 2 - rows, 1), (1, 1), False, (0, 0), c,
+            grad, inp, probe, None, (stride, stride), (kh // 2 - rows, 1), (1, 1), False, (0, 0), c,
             (False, True, False),
         )[1]  # fmt: skip
 
@@ -143,7 +147,9 @@ class _DepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-def _is_plain_depthwise(m: nn.Module) -> bool:
+def is_plain_depthwise(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` that :func:`depthwise_conv2d` computes exactly: depthwise, no bias, odd
+    kernel, "same" zero padding, no dilation, equal strides."""
     if type(m) is not nn.Conv2d:
         return False
     kh, kw = m.kernel_size
@@ -165,7 +171,7 @@ def fast_depthwise_grad(model: nn.Module) -> Iterator[nn.Module]:
     bias) with :func:`depthwise_conv2d`'s fast weight gradient: the same function, parameters and
     state dict. For standalone subnets (fine-tuning, training from scratch, benchmarks), which
     stay plain ``torch.nn`` modules outside the block (scriptable, exportable)."""
-    patched = [m for m in model.modules() if _is_plain_depthwise(m)]
+    patched = [m for m in model.modules() if is_plain_depthwise(m)]
     for m in patched:
         # An instance attribute shadows the class's forward for this module only.
         m.forward = functools.partial(_plain_depthwise_forward, m)
