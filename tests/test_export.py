@@ -250,6 +250,10 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         == 0
     )
     assert all(r["latency_ms"] <= limit for r in json.loads(capsys.readouterr().out))
+    # No budget at all: the most accurate arch of the space, at least as accurate as any pick.
+    assert cli_main(["search", str(run_dir), "--json", "--no-measure", *common]) == 0
+    best = json.loads(capsys.readouterr().out)[0]
+    assert best["predicted_accuracy"] >= max(r["predicted_accuracy"] for r in rows)
     plot = tmp_path / "front.png"
     assert (
         cli_main(

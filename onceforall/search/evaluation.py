@@ -90,7 +90,7 @@ class _Evaluator:
         return len(self.scores)
 
     def candidate(self, arch: ArchConfig) -> Candidate:
-        row = self._cost_rows[arch]
+        row = self._cost_rows[arch] if self.costs else ()  # unconstrained: no cost rows kept
         costs = {c.name: float(v) for c, v in zip(self.costs, row, strict=True)}
         return Candidate(arch, self.scores[arch], costs)
 

@@ -32,6 +32,7 @@ from onceforall.search.evaluation import (
     _Evaluator,
     _initial_population,
 )
+from onceforall.search.evolution import evolutionary_search
 from onceforall.search.pareto import pareto_front, spread_indices
 
 __all__ = ["ParetoResult", "pareto_search"]
@@ -144,6 +145,7 @@ def pareto_search(
     seed: torch.Generator | int | None = 0,
     max_init_attempts: int = 1000,
     seeds: Sequence[ArchConfig] = (),
+    best_generations: int = 40,
 ) -> ParetoResult:
     """The Pareto front of accuracy (maximized) vs one cost (minimized), by NSGA-II.
 
@@ -166,6 +168,12 @@ def pareto_search(
             arch: NSGA-II keeps a front's two ends, so a front starting from the extremes spans
             the whole cost range wherever they are not dominated (random samples rarely come
             near the largest arch).
+        best_generations: generations of an :func:`evolutionary_search` (under the same
+            constraints, same seeds) for the most accurate arch, which joins the seeds; 0 skips
+            it. The front's high end is that arch, and NSGA-II, which spreads its evaluations
+            over the whole front, rarely climbs all the way to it: on the demo's supernet a
+            100 x 100 search stopped 0.12 pp (predicted) below the single-budget answer. At the
+            default 40 it adds ~0.6 s.
 
     Returns:
         A :class:`ParetoResult`; ``result.spread(n)`` picks ``n`` archs along the front.
@@ -183,6 +191,7 @@ def pareto_search(
         ("population_size", population_size, 2),
         ("generations", generations, 1),
         ("max_init_attempts", max_init_attempts, 1),
+        ("best_generations", best_generations, 0),
     ):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
@@ -193,6 +202,25 @@ def pareto_search(
     ev = _Evaluator(accuracy, costs, limits)
     g = as_generator(seed)
     anchor = check_feasible(space, constraints, seed=g)
+    if best_generations:
+
+        def scored(archs: Sequence[ArchConfig]) -> np.ndarray:
+            ev.cost_matrix(archs)  # every arch scored joins the archive the front comes from
+            return ev.score(archs)
+
+        best = evolutionary_search(
+            space,
+            scored,
+            constraints,
+            population_size=population_size,
+            generations=best_generations,
+            mutation_prob=mutation_prob,
+            top_k=1,
+            seed=g,
+            max_init_attempts=max_init_attempts,
+            seeds=seeds,
+        )
+        seeds = [best.best.arch, *seeds]
     encoding = IntegerEncoding(space)
     init = _initial_population(
         space,
@@ -236,6 +264,7 @@ def pareto_search(
 def _archive_front(ev: _Evaluator, objective: str) -> tuple[Candidate, ...]:
     """Non-dominated archs of everything scored (all feasible), sorted by cost, one per point."""
     cands = [ev.candidate(a) for a in ev.scores]
+    cands = [c for c in cands if np.isfinite(c.costs[objective])]
     if not cands:
         return ()
     points = np.array([(c.score, c.costs[objective]) for c in cands])
