@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -207,10 +208,17 @@ class Specializer:
         return list(result.top)
 
     def pareto(
-        self, constraints: list[Constraint] = (), *, objective: str = "latency_ms", seed: int = 0
+        self,
+        constraints: list[Constraint] = (),
+        *,
+        objective: str = "latency_ms",
+        seed: int = 0,
+        seeds: Sequence[ArchConfig] = (),
     ) -> Any:  # onceforall.search.ParetoResult
         """The accuracy (measured or predicted, as in :meth:`search`) vs ``latency_ms`` (this
-        backend) or ``macs`` Pareto front."""
+        backend) or ``macs`` Pareto front. ``seeds`` (e.g. :meth:`search`'s picks) join the
+        accuracy dataset's best measured archs in the first population, so the front is never
+        behind any of them."""
         if objective not in ("latency_ms", "macs"):
             raise ValueError(f"objective={objective!r}: choose latency_ms or macs")
         cost = (
@@ -227,7 +235,7 @@ class Specializer:
             cost,
             list(constraints),
             seed=seed,
-            seeds=pred.best_measured(),
+            seeds=[*seeds, *pred.best_measured()],
         )
 
     # ---------------------------------------------------------------- measurement

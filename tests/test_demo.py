@@ -56,6 +56,12 @@ def test_demo_writes_every_artifact_and_picks_meet_their_budgets(demo_dir):
         # onnxruntime on the test set agrees with torch's evaluation of the same model.
         assert p["test_accuracy"] == pytest.approx(card["test_accuracy"], abs=0.2)
     assert len(results["front"]) >= 3
+    # The picks seed the front: each is matched or beaten by a front point no slower than it.
+    front = [(f["score"], f["costs"]["latency_ms"]) for f in results["front"]]
+    for p in picks:
+        assert any(
+            s >= p["predicted_accuracy"] - 1e-9 and ms <= p["latency_ms"] + 1e-9 for s, ms in front
+        ), p["arch"]
     md = (demo_dir / "summary.md").read_text()
     assert md.count("\n") == 2 + len(picks) and "tight" in md
 
