@@ -7,7 +7,12 @@
 For each backend, builds the latency table of the family's full space (``in_channels=1``,
 ``num_classes=10``) on this machine, times ``--n`` random subnets end to end (a seed other than
 the table's fitting seed) and prints the MAPE and Spearman correlation of predicted vs measured
-latency. Target: MAPE <= 10% and Spearman >= 0.95. Also times 10^4 predictions, as a search makes.
+latency. Target: MAPE <= 10% and Spearman >= 0.95. Also times 10^4 predictions, as a search makes,
+and prints the MAPE the same measurements give with a fixed offset alone (slope 1, the model
+before ``scale`` was fitted), and the machine's drift between building and validating (the
+table's fitting subnets timed again with the validation subnets; see ``LatencyValidation``) with
+the MAPE left once the predictions are scaled by it: what the model gets wrong, apart from the
+machine's speed moving.
 
 Threads default to 1: on a small shared machine a second intra-op thread contends with everything
 else running. The load average is printed before and after each phase; timings taken under load
@@ -67,9 +72,16 @@ def main(argv: list[str] | None = None) -> None:
     for backend in backends:
         for clock in clocks:
             summary.append(_one(net, backend, clock, args))
-    print("\nbackend      clock  entries  build s  overhead ms  MAPE %  Spearman  target")
+    print(
+        "\nbackend      clock  entries  build s  scale  overhead ms  MAPE %  Spearman  target"
+        "  offset-only MAPE %  drift  MAPE % drift removed"
+    )
+    line = (
+        "{:<12} {:<6} {:>7} {:>8.1f} {:>6.3f} {:>+12.4f} {:>7.2f} {:>9.3f}  {:<6} {:>18.2f} "
+        "{:>6.3f} {:>21.2f}"
+    )
     for row in summary:
-        print("{:<12} {:<6} {:>7} {:>8.1f} {:>+12.4f} {:>7.2f} {:>9.3f}  {}".format(*row))
+        print(line.format(*row))
 
 
 def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) -> tuple:
@@ -87,11 +99,10 @@ def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) 
     meta = table.metadata
     print(
         f"table: {len(table)} layer entries, built in {build_s:.1f} s, "
-        f"overhead_ms={table.overhead_ms:+.4f}  [{_load()}]"
+        f"scale={table.scale:.3f}, overhead_ms={table.overhead_ms:+.4f}  [{_load()}]"
     )
-    fit = np.array(meta["fit"]["measured_ms"]) / (
-        np.array(meta["fit"]["layer_sum_ms"]) + table.overhead_ms
-    )
+    sums, fit_ms = np.array(meta["fit"]["layer_sum_ms"]), np.array(meta["fit"]["measured_ms"])
+    fit = fit_ms / (table.scale * sums + table.overhead_ms)
     print(f"fitting subnets, measured/predicted: {' '.join(f'{x:.3f}' for x in fit)}")
     if args.save_dir:
         print(f"saved {table.save(os.path.join(args.save_dir, f'latency-{backend}-{clock}.json'))}")
@@ -117,16 +128,33 @@ def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) 
     print(
         f"MAPE {result.mape:.2f}% (mean signed error {bias:+.2f}%), Spearman {result.spearman:.3f}"
     )
+    # The same measurements under the model before the slope was fitted: the layer sum plus the
+    # median of (measured - layer sum) over the same fitting subnets.
+    predicted = np.array([p for _, p, _ in result.rows])
+    offset_only = (predicted - table.overhead_ms) / table.scale + np.median(fit_ms - sums)
+    mape_offset = float(np.mean(np.abs(offset_only - measured) / measured) * 100)
+    print(f"with a fixed offset alone (slope 1): MAPE {mape_offset:.2f}%")
+    # How much of the error is the machine's speed moving between the build and now.
+    steady = predicted * result.drift
+    mape_steady = float(np.mean(np.abs(steady - measured) / measured) * 100)
+    print(
+        f"drift: the fitting subnets now take {result.drift:.3f} times their time at build; "
+        f"predictions scaled by it: MAPE {mape_steady:.2f}%"
+    )
     target = "meets" if ok else "MISSES"
     return (
         backend,
         clock,
         len(table),
         build_s,
+        table.scale,
         table.overhead_ms,
         result.mape,
         result.spearman,
         target,
+        mape_offset,
+        result.drift,
+        mape_steady,
     )
 
 

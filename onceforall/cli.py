@@ -202,7 +202,16 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     from onceforall.specialize import Specializer, latency_table_path
 
     run = Run.open(args.run_dir)
-    spec = Specializer(run, args.backend, threads=args.threads)
+    timing = {"warmup": args.warmup, "repeats": args.repeats}
+    for name, lo in (("warmup", 0), ("repeats", 1)):
+        if timing[name] is not None and timing[name] < lo:
+            raise ValueError(f"--{name} {timing[name]} must be >= {lo}")
+    spec = Specializer(
+        run,
+        args.backend,
+        threads=args.threads,
+        **{f"latency_{k}": v for k, v in timing.items() if v is not None},
+    )
     path = latency_table_path(run, args.backend, spec.threads)
     if args.action == "build" and path.is_file():
         if not args.force:
@@ -211,7 +220,7 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     table = spec.latency_table
     print(f"{table!r}: {path}")
     if args.action == "validate":
-        v = validate_latency(run.net, table, args.n, args.seed, progress=True)
+        v = validate_latency(run.net, table, args.n, args.seed, progress=True, **timing)
         rows = [{"arch": str(a), "predicted": p, "measured": m} for a, p, m in v.rows]
         _print_table(
             rows,
@@ -225,6 +234,18 @@ def _cmd_latency(args: argparse.Namespace) -> int:
             f"{args.n} random subnets, {args.backend}: MAPE {v.mape:.2f}%, "
             f"Spearman {v.spearman:.3f}"
         )
+        if v.drift is not None:
+            print(
+                f"the table's fitting subnets now take {v.drift:.2f} times their time at build"
+                + (
+                    ": this machine's speed moved since; `onceforall latency build "
+                    f"{args.run_dir} --backend {args.backend}"
+                    + (f" --threads {args.threads}" if args.threads else "")
+                    + " --force` measures it again"
+                    if abs(v.drift - 1) > 0.1
+                    else ""
+                )
+            )
     return 0
 
 
@@ -344,6 +365,16 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--n", type=int, default=30, help="random subnets to validate on")
     la.add_argument("--seed", type=int, default=1)
     la.add_argument("--force", action="store_true", help="measure an existing table again")
+    la.add_argument(
+        "--warmup",
+        type=int,
+        help="untimed calls per layer and subnet (default: 10 to build, the table's to validate)",
+    )
+    la.add_argument(
+        "--repeats",
+        type=int,
+        help="timed calls per layer and subnet, median taken (default: 50, or the table's)",
+    )
     la.set_defaults(func=_cmd_latency)
 
     de = sub.add_parser(

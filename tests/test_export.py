@@ -272,3 +272,25 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         == 0
     )
     assert plot.stat().st_size > 0 and "Pareto front" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- onceforall latency
+def test_latency_cli_builds_refuses_to_overwrite_and_validates(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    common = ["--backend", "torch-cpu", "--threads", "1", "--warmup", "1", "--repeats", "3"]
+    assert cli_main(["latency", "build", str(run_dir), *common]) == 0
+    assert "LatencyTable(" in capsys.readouterr().out
+    tables = list((run_dir / "latency").glob("torch-cpu-t1-*.json"))
+    assert len(tables) == 1
+    before = tables[0].read_bytes()
+    assert cli_main(["latency", "build", str(run_dir), *common]) != 0
+    assert "pass --force" in capsys.readouterr().err and tables[0].read_bytes() == before
+    assert cli_main(["latency", "validate", str(run_dir), *common, "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "3 random subnets, torch-cpu: MAPE" in out
+    assert "the table's fitting subnets now take" in out
+    assert cli_main(["latency", "validate", str(run_dir), *common[:4], "--repeats", "0"]) != 0
+    assert "--repeats 0 must be >= 1" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from onceforall.predictors import (
     BACKENDS,
     LatencyTable,
     build_latency_table,
+    fit_line,
     measure_latency,
     onnx_session,
     validate_latency,
@@ -123,11 +124,42 @@ def test_save_load_round_trip(net, table, tmp_path):
     archs = _archs(net, 10)
     for loaded in (LatencyTable.load(path, net), LatencyTable.load(path)):  # net rebuilt
         assert loaded.entries == table.entries
-        assert loaded.overhead_ms == table.overhead_ms
+        assert (loaded.overhead_ms, loaded.scale) == (table.overhead_ms, table.scale)
         assert loaded.metadata == table.metadata
         np.testing.assert_array_equal(loaded.predict_many(archs), table.predict_many(archs))
     with pytest.raises(ValueError, match="not a latency table"):
         LatencyTable.from_dict({"format": "something else"})
+    # A table saved before the slope was fitted predicts its layer sum plus the offset.
+    old = table.to_dict()
+    del old["scale"]
+    loaded = LatencyTable.from_dict(old, net)
+    assert loaded.scale == 1.0
+    assert loaded.predict(archs[0]) == pytest.approx(table.layer_sum(archs[0]) + table.overhead_ms)
+    with pytest.raises(ValueError, match=r"scale=0\.0 must be a positive number"):
+        LatencyTable(table.entries, supernet_config=table.supernet_config, scale=0.0)
+
+
+def test_fit_line_is_robust_and_falls_back_to_an_offset():
+    x = np.linspace(0.1, 0.8, 16)
+    scale, overhead = fit_line(x, 1.8 * x + 0.02)
+    assert scale == pytest.approx(1.8) and overhead == pytest.approx(0.02)
+    # Two points slowed 3x by a busy machine do not move the line; least squares they do.
+    y = 1.8 * x + 0.02
+    y[[3, 11]] *= 3
+    assert fit_line(x, y) == pytest.approx((1.8, 0.02))
+    lsq_scale, lsq_overhead = np.polyfit(x, y, 1)
+    assert abs(lsq_scale - 1.8) > 0.2 and abs(lsq_overhead - 0.02) > 0.05
+    # Too few points, equal sums or a falling line: slope 1 and the median offset.
+    assert fit_line([0.2, 0.4], [0.3, 0.5]) == pytest.approx((1.0, 0.1))
+    assert fit_line([0.2, 0.2, 0.2], [0.3, 0.35, 0.4]) == pytest.approx((1.0, 0.15))
+    assert fit_line([0.1, 0.2, 0.3], [0.5, 0.4, 0.3])[0] == 1.0
+    with pytest.raises(ValueError, match="matching 1-D"):
+        fit_line([0.1, 0.2], [0.1])
+
+
+def test_table_fits_the_line_through_its_fitting_subnets(table):
+    fit = table.metadata["fit"]
+    assert (table.scale, table.overhead_ms) == fit_line(fit["layer_sum_ms"], fit["measured_ms"])
 
 
 def test_table_refuses_a_supernet_it_did_not_measure(table):
@@ -142,6 +174,8 @@ def test_validate(net, table):
     for arch, predicted, measured in result.rows:
         assert arch in net.space and predicted > 0 and measured > 0
     assert math.isfinite(result.mape) and -1 <= result.spearman <= 1
+    # The fitting subnets, timed again alongside: the machine's speed against the build's.
+    assert 0.2 < result.drift < 5
     with pytest.raises(ValueError, match="n=1 must be >= 2"):
         validate_latency(net, table, n=1)
 

@@ -14,6 +14,7 @@ from onceforall.predictors.latency import (
     LatencyTable,
     LatencyValidation,
     build_latency_table,
+    fit_line,
     validate_latency,
 )
 from onceforall.predictors.timing import (
@@ -36,6 +37,7 @@ __all__ = [
     "build_latency_table",
     "ensure_predictor",
     "fit_accuracy_predictor",
+    "fit_line",
     "measure_latency",
     "onnx_session",
     "sample_archs",

@@ -1,10 +1,11 @@
 """Latency tables: time every distinct layer of a space once, predict any subnet in microseconds.
 
-A subnet's latency is predicted as ``sum(table[layer] for layer in its layers) + overhead_ms``.
-The layers come from the family (:meth:`~onceforall.Supernet.layer_specs`); each distinct one is
-built standalone (:meth:`~onceforall.Supernet.build_layer`) and timed on the backend the table is
-for, less the cost of an empty call on the same input. ``overhead_ms`` is fitted to a few whole
-subnets timed end to end on the same backend with the same settings, in the same timing rounds.
+A subnet's latency is predicted as ``scale * sum(table[layer] for layer in its layers) +
+overhead_ms``. The layers come from the family (:meth:`~onceforall.Supernet.layer_specs`); each
+distinct one is built standalone (:meth:`~onceforall.Supernet.build_layer`) and timed on the
+backend the table is for, less the cost of an empty call on the same input. ``scale`` and
+``overhead_ms`` are fitted (a robust line, see :func:`build_latency_table`) to whole subnets timed
+end to end on the same backend with the same settings, in the same timing rounds.
 
 Backends (see :mod:`onceforall.predictors.timing`): ``torch-cpu`` (eager), ``torch-cuda`` (eager,
 timed with CUDA events) and ``onnxruntime`` (CPU execution provider, sessions made by
@@ -37,7 +38,13 @@ from onceforall.supernets import Supernet, create_supernet
 from onceforall.supernets.base import LayerSpec
 from onceforall.training.checkpoint import atomic_write
 
-__all__ = ["LatencyTable", "LatencyValidation", "build_latency_table", "validate_latency"]
+__all__ = [
+    "LatencyTable",
+    "LatencyValidation",
+    "build_latency_table",
+    "fit_line",
+    "validate_latency",
+]
 
 _FORMAT, _VERSION = "onceforall-latency-table", 1
 
@@ -57,7 +64,8 @@ class LatencyTable:
     Args:
         entries: milliseconds per :class:`~onceforall.supernets.base.LayerSpec`.
         supernet_config: the supernet's ``config`` (rebuilds it when none is bound).
-        overhead_ms: the fitted constant in ``predicted = layer_sum + overhead_ms``.
+        overhead_ms: the fitted constant in ``predicted = scale * layer_sum + overhead_ms``.
+        scale: the fitted slope there (1 for a table fitted without whole subnets).
         metadata: how and where it was measured (backend, device, threads, versions, ...).
         net: the supernet whose :meth:`~onceforall.Supernet.layer_specs` describe archs.
     """
@@ -68,12 +76,19 @@ class LatencyTable:
         *,
         supernet_config: dict[str, Any],
         overhead_ms: float = 0.0,
+        scale: float = 1.0,
         metadata: dict[str, Any] | None = None,
         net: Supernet | None = None,
     ) -> None:
+        if not (np.isfinite(scale) and scale > 0 and np.isfinite(overhead_ms)):
+            raise ValueError(
+                f"scale={scale!r} must be a positive number and overhead_ms={overhead_ms!r} "
+                f"a number"
+            )
         self.entries = dict(entries)
         self.supernet_config = dict(supernet_config)
         self.overhead_ms = float(overhead_ms)
+        self.scale = float(scale)
         self.metadata = dict(metadata or {})
         self._index = {spec: i for i, spec in enumerate(self.entries)}
         self._ms = np.array(list(self.entries.values()), dtype=np.float64)
@@ -88,7 +103,7 @@ class LatencyTable:
     def __repr__(self) -> str:
         return (
             f"LatencyTable({self.supernet_config.get('name')}, backend={self.backend}, "
-            f"{len(self)} layers, overhead_ms={self.overhead_ms:.4f})"
+            f"{len(self)} layers, scale={self.scale:.3f}, overhead_ms={self.overhead_ms:.4f})"
         )
 
     @property
@@ -145,7 +160,7 @@ class LatencyTable:
         lengths = np.fromiter(map(len, keys), np.intp, len(keys))
         flat = np.fromiter(itertools.chain.from_iterable(keys), np.intp, int(lengths.sum()))
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        return np.add.reduceat(self._ms[flat], starts) + self.overhead_ms
+        return self.scale * np.add.reduceat(self._ms[flat], starts) + self.overhead_ms
 
     def predict(self, arch: ArchConfig | str) -> float:
         """Predicted latency of one arch in ms (exactly ``predict_many([arch])[0]``)."""
@@ -158,6 +173,7 @@ class LatencyTable:
             "version": _VERSION,
             "supernet": self.supernet_config,
             "overhead_ms": self.overhead_ms,
+            "scale": self.scale,
             "metadata": self.metadata,
             "entries": [{"spec": s.to_dict(), "ms": ms} for s, ms in self.entries.items()],
         }
@@ -174,6 +190,7 @@ class LatencyTable:
             entries,
             supernet_config=data["supernet"],
             overhead_ms=data["overhead_ms"],
+            scale=data.get("scale", 1.0),  # tables saved before the slope was fitted
             metadata=data["metadata"],
             net=net,
         )
@@ -186,6 +203,34 @@ class LatencyTable:
     def load(cls, path: str | Path, net: Supernet | None = None) -> LatencyTable:
         """Read a table saved by :meth:`save`; ``net`` is bound if given (see :meth:`bind`)."""
         return cls.from_dict(json.loads(Path(path).read_text()), net)
+
+
+def fit_line(layer_sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """``(scale, overhead_ms)`` of ``measured ~ scale * layer_sum + overhead_ms``: the Theil-Sen
+    line (the median of the pairwise slopes, then the median intercept), robust to a few points
+    that a busy machine slowed.
+
+    Whole subnets do not always cost their layers' sum plus a constant. On a quiet machine they
+    do (slope ~1: 1.006 fitted for onnxruntime, 0.996 for torch eager). On a busy one a whole
+    network, whose weights no longer all stay in the caches between its layers, ran 1.6-2.2
+    times its onnxruntime layers' sum (this 2.1 GHz Xeon, two sittings); a fixed offset then
+    over-predicts small subnets and under-predicts large ones (validation MAPE 6.8-9.6% against
+    4.3-4.8% with the line, docs/results.md "Latency tables"). A least-squares line would follow
+    one slowed point (one such point sent its slope to 2.5); the medians move by microseconds.
+    With fewer than three points, or no two distinct sums, or a slope that is not positive, the
+    slope is 1 and the offset the median of ``measured - layer_sum``.
+    """
+    x = np.asarray(layer_sums, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"need matching 1-D layer sums and measurements, got {x.shape}, {y.shape}")
+    i, j = np.triu_indices(x.size, 1)
+    apart = x[j] != x[i]
+    if x.size >= 3 and apart.any():
+        scale = float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))
+        if np.isfinite(scale) and scale > 0:
+            return scale, float(np.median(y - scale * x))
+    return 1.0, float(np.median(y - x))
 
 
 def _fit_archs(net: Supernet, n: int, seed: int) -> list[ArchConfig]:
@@ -212,7 +257,7 @@ def build_latency_table(
     threads: int | None = None,
     warmup: int = 10,
     repeats: int = 50,
-    fit_subnets: int = 8,
+    fit_subnets: int = 16,
     seed: int = 0,
     clock: str = "wall",
     progress: bool = False,
@@ -226,7 +271,8 @@ def build_latency_table(
         threads: intra-op threads; default ``torch.get_num_threads()``.
         warmup, repeats: per layer and per fitting subnet (see ``timing.measure_latency``).
         fit_subnets: whole subnets (largest, smallest, then random ones drawn with ``seed``)
-            timed end to end to fit ``overhead_ms``; 0 keeps the plain sum.
+            timed end to end to fit ``scale`` and ``overhead_ms`` (see :func:`fit_line`); 0
+            keeps the plain sum, 1 or 2 fit ``overhead_ms`` alone.
         seed: for the fitting subnets (validate with another seed).
         clock: ``"wall"``, or ``"cpu"`` (one thread only) to time on a shared machine; see
             ``timing.check_clock``. The table predicts latency on this clock.
@@ -278,13 +324,8 @@ def build_latency_table(
     table = LatencyTable(entries, supernet_config=net.config, metadata=meta, net=net)
     sums = np.array([table.layer_sum(a) for a in archs])
     measured = np.array(ms[len(specs) + len(inputs) :])
-    # The fixed overhead is the median of (measured - layer sum), not a least-squares line
-    # a * sum + b: with the empty-call cost taken out of every entry the sum tracks whole subnets
-    # with a slope of ~1 (fitted: 1.006 for onnxruntime, 0.996 for torch eager), leaving only what
-    # a network pays once (one call, the glue between layers). And a fit on 8 subnets must shrug
-    # off one that a busy machine slowed: one such point sent a least-squares line to a=2.5, the
-    # median moved by microseconds.
-    table.overhead_ms = float(np.median(measured - sums)) if archs else 0.0
+    if archs:
+        table.scale, table.overhead_ms = fit_line(sums, measured)
     table.metadata.update(
         clock=clock,
         warmup=warmup,
@@ -308,11 +349,17 @@ class LatencyValidation:
         rows: ``(arch, predicted_ms, measured_ms)`` per subnet.
         mape: mean absolute percentage error, in percent.
         spearman: Spearman rank correlation of predicted and measured.
+        drift: how much slower this machine ran than when the table was built: the median
+            ratio of the table's fitting subnets timed now (in the same rounds as the
+            validation subnets) to their times recorded at build; ``None`` for a table without
+            them. Far from 1, the machine's speed moved (load, clock, a neighbour on a shared
+            host) and so does every prediction: rebuild the table where latency will be used.
     """
 
     rows: list[tuple[ArchConfig, float, float]]
     mape: float
     spearman: float
+    drift: float | None = None
 
 
 def validate_latency(
@@ -331,7 +378,8 @@ def validate_latency(
     Args:
         net: the supernet the table was built for (bound to the table).
         table: the latency table.
-        n: number of random subnets (>= 2 for a rank correlation).
+        n: number of random subnets (>= 2 for a rank correlation); the table's fitting
+            subnets are timed in the same rounds, to measure the machine's drift.
         seed: draws the subnets; use one other than the table's fitting seed.
         warmup, repeats: default to the table's.
         progress: show a tqdm progress bar.
@@ -350,11 +398,20 @@ def validate_latency(
         "repeats": table.metadata.get("repeats", 50) if repeats is None else repeats,
         "clock": table.metadata.get("clock", "wall"),
     }
+    fit = table.metadata.get("fit") or {}
+    refs = [ArchConfig.parse(a) for a in fit.get("archs", [])]
     predicted = table.predict_many(archs)
-    measured = np.array(
-        measure_many(_subnets(net, archs, table.batch_size), table.backend, **kw, progress=progress)
+    timed = np.array(
+        measure_many(
+            _subnets(net, [*archs, *refs], table.batch_size),
+            table.backend,
+            **kw,
+            progress=progress,
+        )
     )
+    measured = timed[:n]
+    drift = float(np.median(timed[n:] / np.array(fit["measured_ms"]))) if refs else None
     mape = float(np.mean(np.abs(predicted - measured) / measured) * 100)
     rho = float(spearmanr(predicted, measured).statistic)
     rows = [(a, float(p), float(m)) for a, p, m in zip(archs, predicted, measured, strict=True)]
-    return LatencyValidation(rows, mape, rho)
+    return LatencyValidation(rows, mape, rho, drift)
