@@ -169,11 +169,12 @@ def pareto_search(
             the whole cost range wherever they are not dominated (random samples rarely come
             near the largest arch).
         best_generations: generations of an :func:`evolutionary_search` (under the same
-            constraints, same seeds) for the most accurate arch, which joins the seeds; 0 skips
-            it. The front's high end is that arch, and NSGA-II, which spreads its evaluations
-            over the whole front, rarely climbs all the way to it: on the demo's supernet a
-            100 x 100 search stopped 0.12 pp (predicted) below the single-budget answer. At the
-            default 40 it adds ~0.6 s.
+            constraints, same seeds and population) for the most accurate arch, which joins the
+            seeds; every arch it scores joins the archive the front comes from. 0 skips it. The
+            front's high end is that arch, and NSGA-II, which spreads its evaluations over the
+            whole front, rarely climbs all the way to it: on the demo's supernet a 100 x 100
+            search stopped 0.12 pp (predicted) below a single budget's answer. At the default
+            40 it adds 0.5-1 s (``benchmarks/search.py``).
 
     Returns:
         A :class:`ParetoResult`; ``result.spread(n)`` picks ``n`` archs along the front.
