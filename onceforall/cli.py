@@ -234,19 +234,24 @@ def _cmd_latency(args: argparse.Namespace) -> int:
             f"{args.n} random subnets, {args.backend}: MAPE {v.mape:.2f}%, "
             f"Spearman {v.spearman:.3f}"
         )
-        if v.drift is not None:
-            print(
-                f"the table's fitting subnets now take {v.drift:.2f} times their time at build"
-                + (
-                    ": this machine's speed moved since; `onceforall latency build "
-                    f"{args.run_dir} --backend {args.backend}"
-                    + (f" --threads {args.threads}" if args.threads else "")
-                    + " --force` measures it again"
-                    if abs(v.drift - 1) > 0.1
-                    else ""
-                )
-            )
+        rebuild = f"onceforall latency build {args.run_dir} --backend {args.backend}"
+        if args.threads:
+            rebuild += f" --threads {args.threads}"
+        print(_drift_line(v.drift, rebuild + " --force"))
     return 0
+
+
+def _drift_line(drift: float | None, rebuild: str) -> str:
+    """What a latency table's drift (see ``table_drift``) means, with the command to rebuild."""
+    if drift is None:
+        return "the latency table has no fitting subnets to measure this machine's drift with"
+    line = f"the latency table's fitting subnets now take {drift:.2f} times their time at build"
+    if abs(drift - 1) > 0.1:
+        line += (
+            ": this machine's speed moved since, and latency predictions are off by about as "
+            f"much; `{rebuild}` measures the table again"
+        )
+    return line
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -263,6 +268,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print()
     _print_table(summary["picks"], [c for c in DEMO_COLUMNS if c[0] != "file"])
+    rebuild = f"onceforall latency build {summary['run_dir']} --backend {args.backend} --force"
+    print(_drift_line(summary["latency_drift"], rebuild))
     out = Path(args.out)
     print(f"models: {out / 'models'}  report: {out / 'report.html'}  summary: {out / 'summary.md'}")
     return 0

@@ -212,6 +212,15 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> Path:
     )
     commands = "\n".join(escape(c) for c in summary["commands"])
     lo, hi = summary["latency_range_ms"]
+    drift = summary.get("latency_drift")
+    drift_note = (
+        ""
+        if drift is None
+        else f""" When the models were measured, the latency table's fitting subnets took
+{drift:.2f} times their time at the table's build: latency predictions are off by about as
+much where this is far from 1 (the machine's speed moved; <code>onceforall latency build RUN
+--force</code> measures the table again)."""
+    )
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>onceforall demo report</title>
 <style>
@@ -229,7 +238,7 @@ pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <b>{escape(summary["preset"])}</b>),
 specialized for three latency budgets on this machine's <b>{escape(summary["backend"])}</b>
 (predicted latency range of the space: {lo:.3f} to {hi:.3f} ms per image). Each model was
-exported to ONNX and its test accuracy measured through onnxruntime alone.</p>
+exported to ONNX and its test accuracy measured through onnxruntime alone.{drift_note}</p>
 <h2 id="picks">Specialized models</h2>
 <table id="picks-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2 id="pareto">Pareto front: accuracy vs latency</h2>

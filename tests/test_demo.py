@@ -56,6 +56,7 @@ def test_demo_writes_every_artifact_and_picks_meet_their_budgets(demo_dir):
         # onnxruntime on the test set agrees with torch's evaluation of the same model.
         assert p["test_accuracy"] == pytest.approx(card["test_accuracy"], abs=0.2)
     assert len(results["front"]) >= 3
+    assert results["latency_drift"] > 0  # the machine's speed against the table's build
     # The picks seed the front: each is matched or beaten by a front point no slower than it.
     front = [(f["score"], f["costs"]["latency_ms"]) for f in results["front"]]
     for p in picks:
@@ -173,7 +174,7 @@ def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):
 
     def fake_run_demo(out, preset, *, family, backend, progress):
         seen.update(preset=preset, family=family)
-        return {"picks": []}
+        return {"picks": [], "run_dir": str(tmp_path / "run"), "latency_drift": 1.0}
 
     monkeypatch.setattr(onceforall.demo, "run_demo", fake_run_demo)
     argv = ["demo", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]

@@ -291,6 +291,6 @@ def test_latency_cli_builds_refuses_to_overwrite_and_validates(tiny_run, tmp_pat
     assert cli_main(["latency", "validate", str(run_dir), *common, "--n", "3"]) == 0
     out = capsys.readouterr().out
     assert "3 random subnets, torch-cpu: MAPE" in out
-    assert "the table's fitting subnets now take" in out
+    assert "the latency table's fitting subnets now take" in out
     assert cli_main(["latency", "validate", str(run_dir), *common[:4], "--repeats", "0"]) != 0
     assert "--repeats 0 must be >= 1" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from onceforall.predictors import (
     fit_line,
     measure_latency,
     onnx_session,
+    table_drift,
     validate_latency,
 )
 from onceforall.predictors.timing import busy_cores, onnx_bytes
@@ -242,3 +243,9 @@ def test_busy_cores_counts_other_processes():
     finally:
         child.kill()
         child.wait()
+
+
+def test_table_drift_times_the_fitting_subnets_again(net, table):
+    assert 0.2 < table_drift(net, table, warmup=1, repeats=3) < 5
+    bare = LatencyTable(table.entries, supernet_config=table.supernet_config, net=net)
+    assert table_drift(net, bare) is None  # nothing recorded to compare with

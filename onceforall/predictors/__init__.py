@@ -15,6 +15,7 @@ from onceforall.predictors.latency import (
     LatencyValidation,
     build_latency_table,
     fit_line,
+    table_drift,
     validate_latency,
 )
 from onceforall.predictors.timing import (
@@ -41,5 +42,6 @@ __all__ = [
     "measure_latency",
     "onnx_session",
     "sample_archs",
+    "table_drift",
     "validate_latency",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "LatencyValidation",
     "build_latency_table",
     "fit_line",
+    "table_drift",
     "validate_latency",
 ]
 
@@ -392,26 +393,60 @@ def validate_latency(
     table.bind(net)
     g = as_generator(seed)
     archs = [net.space.sample(g) for _ in range(n)]
-    kw = {
-        "threads": int(table.metadata.get("threads", torch.get_num_threads())),
-        "warmup": table.metadata.get("warmup", 10) if warmup is None else warmup,
-        "repeats": table.metadata.get("repeats", 50) if repeats is None else repeats,
-        "clock": table.metadata.get("clock", "wall"),
-    }
-    fit = table.metadata.get("fit") or {}
-    refs = [ArchConfig.parse(a) for a in fit.get("archs", [])]
+    refs, recorded = _fitting_subnets(table)
     predicted = table.predict_many(archs)
     timed = np.array(
         measure_many(
             _subnets(net, [*archs, *refs], table.batch_size),
             table.backend,
-            **kw,
+            **_timing(table, warmup, repeats),
             progress=progress,
         )
     )
     measured = timed[:n]
-    drift = float(np.median(timed[n:] / np.array(fit["measured_ms"]))) if refs else None
+    drift = float(np.median(timed[n:] / recorded)) if refs else None
     mape = float(np.mean(np.abs(predicted - measured) / measured) * 100)
     rho = float(spearmanr(predicted, measured).statistic)
     rows = [(a, float(p), float(m)) for a, p, m in zip(archs, predicted, measured, strict=True)]
     return LatencyValidation(rows, mape, rho, drift)
+
+
+def table_drift(
+    net: Supernet,
+    table: LatencyTable,
+    *,
+    warmup: int | None = None,
+    repeats: int | None = None,
+) -> float | None:
+    """How many times as long the table's fitting subnets take now as when the table was built
+    (the median ratio; ``None`` for a table without them): ~1 while this machine runs as it did,
+    and every prediction is off by about this factor when it does not. Times the subnets with the
+    table's backend, threads and clock (``warmup``/``repeats`` default to the table's);
+    :func:`validate_latency` reports the same, measured alongside its subnets."""
+    check_backend(table.backend)
+    table.bind(net)
+    refs, recorded = _fitting_subnets(table)
+    if not refs:
+        return None
+    timed = measure_many(
+        _subnets(net, refs, table.batch_size), table.backend, **_timing(table, warmup, repeats)
+    )
+    return float(np.median(np.array(timed) / recorded))
+
+
+def _fitting_subnets(table: LatencyTable) -> tuple[list[ArchConfig], np.ndarray]:
+    """The archs the table's line was fitted to and their end-to-end times at build (ms)."""
+    fit = table.metadata.get("fit") or {}
+    return [ArchConfig.parse(a) for a in fit.get("archs", [])], np.array(
+        fit.get("measured_ms", []), dtype=np.float64
+    )
+
+
+def _timing(table: LatencyTable, warmup: int | None, repeats: int | None) -> dict[str, Any]:
+    """``measure_many`` settings of the table's build: threads, warm-up, repeats, clock."""
+    return {
+        "threads": int(table.metadata.get("threads", torch.get_num_threads())),
+        "warmup": table.metadata.get("warmup", 10) if warmup is None else warmup,
+        "repeats": table.metadata.get("repeats", 50) if repeats is None else repeats,
+        "clock": table.metadata.get("clock", "wall"),
+    }
