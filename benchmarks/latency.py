@@ -131,7 +131,8 @@ def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) 
     # The same measurements under the model before the slope was fitted: the layer sum plus the
     # median of (measured - layer sum) over the same fitting subnets.
     predicted = np.array([p for _, p, _ in result.rows])
-    offset_only = (predicted - table.overhead_ms) / table.scale + np.median(fit_ms - sums)
+    layer_sums = np.array([table.layer_sum(a) for a, _, _ in result.rows])
+    offset_only = layer_sums + np.median(fit_ms - sums)
     mape_offset = float(np.mean(np.abs(offset_only - measured) / measured) * 100)
     print(f"with a fixed offset alone (slope 1): MAPE {mape_offset:.2f}%")
     # How much of the error is the machine's speed moving between the build and now.

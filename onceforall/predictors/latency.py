@@ -4,7 +4,7 @@ A subnet's latency is predicted as ``scale * sum(table[layer] for layer in its l
 overhead_ms``. The layers come from the family (:meth:`~onceforall.Supernet.layer_specs`); each
 distinct one is built standalone (:meth:`~onceforall.Supernet.build_layer`) and timed on the
 backend the table is for, less the cost of an empty call on the same input. ``scale`` and
-``overhead_ms`` are fitted (a robust line, see :func:`build_latency_table`) to whole subnets timed
+``overhead_ms`` are fitted (a robust line, see :func:`fit_line`) to whole subnets timed
 end to end on the same backend with the same settings, in the same timing rounds.
 
 Backends (see :mod:`onceforall.predictors.timing`): ``torch-cpu`` (eager), ``torch-cuda`` (eager,
@@ -211,13 +211,14 @@ def fit_line(layer_sums: Sequence[float], measured: Sequence[float]) -> tuple[fl
     line (the median of the pairwise slopes, then the median intercept), robust to a few points
     that a busy machine slowed.
 
-    Whole subnets do not always cost their layers' sum plus a constant. On a quiet machine they
-    do (slope ~1: 1.006 fitted for onnxruntime, 0.996 for torch eager). On a busy one a whole
-    network, whose weights no longer all stay in the caches between its layers, ran 1.6-2.2
-    times its onnxruntime layers' sum (this 2.1 GHz Xeon, two sittings); a fixed offset then
-    over-predicts small subnets and under-predicts large ones (validation MAPE 6.8-9.6% against
-    4.3-4.8% with the line, docs/results.md "Latency tables"). A least-squares line would follow
-    one slowed point (one such point sent its slope to 2.5); the medians move by microseconds.
+    Whole subnets do not always cost their layers' sum plus a constant. When the fixed offset
+    was chosen they did (slopes of 1.006 for onnxruntime and 0.996 for torch eager). On the
+    2.1 GHz Xeon machine, whole onnxruntime subnets later ran 1.75-2.2 times their layers' sum
+    (``python -m benchmarks.latency``, docs/results.md "Latency tables"); a fixed offset then
+    over-predicts small subnets and under-predicts large ones, and the line lowered the
+    validation MAPE in every onnxruntime row there (e.g. 8.9% -> 5.8%, 10.3% -> 8.4%). A
+    least-squares line would follow one slowed point (one such point sent its slope to 2.5);
+    the medians do not.
     With fewer than three points, or no two distinct sums, or a slope that is not positive, the
     slope is 1 and the offset the median of ``measured - layer_sum``.
     """
