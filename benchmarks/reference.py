@@ -1,12 +1,12 @@
 """Against the reference implementation: mit-han-lab's ``ofa`` package, on the same CPU, in one run.
 
-    .venv/bin/python -m pip install --no-deps --target .bench-ofa ofa   # once; keeps .venv clean
-    .venv/bin/python -m benchmarks reference [--quick] [--ofa-env .bench-ofa]
+    bash scripts/setup.sh --dev                  # installs ``ofa`` into .venv (a dev dependency)
+    .venv/bin/python -m benchmarks reference [--quick] [--ofa-env DIR]
 
-The ``ofa`` package (PyPI, imports only torch, torchvision, numpy, tqdm, pyyaml: all already in
-.venv, so ``--no-deps`` reuses the same torch) is loaded from ``--ofa-env`` (a ``--target``
-directory or a virtual environment's site-packages); without it the benchmark reports that it
-was skipped and how to install it.
+The ``ofa`` package (PyPI; it declares only torch, and imports torch, torchvision, numpy, tqdm and
+pyyaml, all in .venv) is imported from .venv, or else from ``--ofa-env`` (a ``pip install
+--target`` directory or a virtual environment's site-packages); without it the benchmark reports
+that it was skipped and how to install it.
 
 1. **Elastic overhead**: a training step (forward + backward + SGD, batch ``B`` at 128 px, 10
    classes) of its ``OFAMobileNetV3`` supernet at an active subnet vs that subnet extracted with
@@ -38,7 +38,7 @@ from torch import nn
 from benchmarks.common import Settings, machine, machine_line, md_table, rel, uniform_arch
 
 NAME = "reference"
-INSTALL = ".venv/bin/python -m pip install --no-deps --target .bench-ofa ofa"
+INSTALL = "bash scripts/setup.sh --dev (or: .venv/bin/python -m pip install --no-deps ofa)"
 SEARCH_FASTER = "Ours is faster (target met)."
 SEARCH_SLOWER = (
     "**Ours is slower (target missed)**; what would close it: batching the feasibility checks "
@@ -127,16 +127,6 @@ def elastic_overhead(batch: int, rounds: int, warmup: int, resolution: int) -> l
     return rows
 
 
-def _to_arch(space, sample: dict[str, Any]):
-    """The reference's arch dict (``ks``/``e`` per block slot, ``d`` per stage) as ours."""
-    slots = max(space.stage_max_depths)
-    ks, es = [], []
-    for s, d in enumerate(sample["d"]):
-        ks.append(sample["ks"][s * slots : s * slots + d])
-        es.append(sample["e"][s * slots : s * slots + d])
-    return space.arch(sample["image_size"], sample["d"], ks, es)
-
-
 RATIO_NOISE = 0.01  # run-to-run spread of an overhead ratio, for the verdict
 
 
@@ -145,6 +135,7 @@ def search_times(generations: int, runs: int) -> dict[str, Any]:
     from ofa.nas.search_algorithm import EvolutionFinder
 
     import onceforall as ofa_ours
+    from onceforall.reference import arch_from_reference
     from onceforall.search import evolutionary_search, macs_cost
 
     net = ofa_ours.create_supernet("mbv3", num_classes=10, in_channels=3)
@@ -175,7 +166,7 @@ def search_times(generations: int, runs: int) -> dict[str, Any]:
 
         def get_efficiency(self, sample: dict[str, Any]) -> float:
             Efficiency.calls += 1
-            return net.macs(_to_arch(space, sample)) / 1e6
+            return net.macs(arch_from_reference(space, sample)) / 1e6
 
     lo, hi = net.macs(space.smallest()), net.macs(space.largest())
     limit = lo + 0.3 * (hi - lo)
@@ -243,7 +234,7 @@ def markdown(result: dict[str, Any]) -> str:
     if not result["available"]:
         return (
             head + f"`{result['command']}` — **skipped**: the `ofa` package could not be loaded "
-            f"({result['reason']}). Install it beside .venv with `{INSTALL}` and re-run.\n\n"
+            f"({result['reason']}). Install it with `{INSTALL}` and re-run.\n\n"
             + machine_line(result["machine"])
             + "\n"
         )

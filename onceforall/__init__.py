@@ -8,9 +8,13 @@ An implementation of Once-for-All (Cai et al., ICLR 2020)::
     net.set_active(arch)
     y = net(torch.randn(2, 1, arch.resolution, arch.resolution))
     sub = net.extract(arch)          # a plain torch.nn.Module
+
+The reference implementation's released ImageNet supernets load with
+``ofa.from_reference("ofa_mbv3_d234_e346_k357_w1.0")`` (see :mod:`onceforall.reference`).
 """
 
 from onceforall.arch import ArchConfig, SearchSpace
+from onceforall.reference import from_reference
 from onceforall.supernets import Supernet, create_supernet, list_supernets, register_supernet
 from onceforall.training import evaluate_subnet, load_supernet, recalibrate_bn, train
 
@@ -20,6 +24,7 @@ __all__ = [
     "Supernet",
     "create_supernet",
     "evaluate_subnet",
+    "from_reference",
     "list_supernets",
     "load_supernet",
     "recalibrate_bn",

@@ -40,6 +40,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_reference(args: argparse.Namespace) -> int:
+    """Turn a checkpoint of the reference implementation into a run directory."""
+    from onceforall.config import load_config
+    from onceforall.reference import REFERENCE_FAMILIES, import_reference_run
+
+    config = load_config(args.config, args.overrides)
+    net, path = import_reference_run(config, args.checkpoint, args.out, force=args.force)
+    space = net.space
+    family = config.model.family
+    width = net.config.get("width_mult")
+    if config.model.width_mult not in (None, width):
+        said = config.model.width_mult
+        print(f"model.width_mult: {width}, the checkpoint's (the config said {said})")
+    print(
+        f"imported the reference {REFERENCE_FAMILIES[family]} as {family}: {path}\n"
+        f"space: {space.describe()}\n"
+        f"MACs {net.macs(space.smallest()) / 1e6:.1f}M to {net.macs(space.largest()) / 1e6:.1f}M"
+        f"; next: onceforall search {args.out} --macs N (needs the data of data.root)"
+    )
+    return 0
+
+
 def _quantity(text: str) -> float:
     """A count such as ``2500000``, ``2.5e6`` or ``2.5M`` (K, M, G suffixes)."""
     scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:].lower(), 1.0)
@@ -304,6 +326,23 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.add_argument("overrides", nargs="*", metavar="key=value")
     tr.set_defaults(func=_cmd_train)
+
+    im = sub.add_parser(
+        "import-reference",
+        help="a run directory from a checkpoint of the reference implementation (mit-han-lab ofa)",
+        description="Load a supernet the reference implementation trained (ofa_mbv3_d234_e346_"
+        "k357_w1.0 or _w1.2, ofa_proxyless_d234_e346_k357_w1.3, ofa_resnet50: torch.save'd "
+        "state dicts, read with weights_only=True) into a run directory that search, export, "
+        "finetune and latency work on. CONFIG gives the family's choice sets and the data "
+        "(e.g. configs/imagenet_mbv3.yaml data.root=/data/imagenet); the width multiplier is "
+        "read off the checkpoint.",
+    )
+    im.add_argument("config", help="YAML config of the same family (presets in configs/)")
+    im.add_argument("checkpoint", help="the reference's checkpoint (.pth, or .safetensors)")
+    im.add_argument("--out", required=True, help="run directory to write")
+    im.add_argument("--force", action="store_true", help="replace the run in --out")
+    im.add_argument("overrides", nargs="*", metavar="key=value")
+    im.set_defaults(func=_cmd_import_reference)
 
     backends = ("onnxruntime", "torch-cpu", "torch-cuda")
     se = sub.add_parser(

@@ -178,7 +178,9 @@ class ElasticMBConv(nn.Module):
             activation(self.act_name),
         )
         se = self.se.export(mid) if self.se is not None else nn.Identity()
-        project_bn = nn.BatchNorm2d(self.out_channels)
+        project_bn = nn.BatchNorm2d(
+            self.out_channels, eps=self.project_bn.eps, momentum=self.project_bn.momentum
+        )
         project_bn.load_state_dict(self.project_bn.state_dict())
         project = nn.Sequential(self.project.export(mid, self.out_channels), project_bn)
         return MBConv(expand, depthwise, se, project, self.residual)

@@ -44,6 +44,8 @@ class MBConvLayout:
         head_act: activation of the final expand conv and the feature mix.
         last_channels: the 1x1 feature mix after the pool (no batch norm); 0 for none, in which
             case the classifier reads the pooled final expand features directly.
+        bn_eps: every batch norm's epsilon (the reference's: 1e-5 for MobileNetV3, 1e-3 for
+            ProxylessNAS, whose released weights were trained with it).
     """
 
     stem_channels: int
@@ -59,6 +61,7 @@ class MBConvLayout:
     final_expand_channels: int
     head_act: str
     last_channels: int
+    bn_eps: float = 1e-5
 
 
 class MBConvSupernet(Supernet):
@@ -183,6 +186,9 @@ class MBConvSupernet(Supernet):
             )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(last_c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = layout.bn_eps
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -21,7 +21,7 @@ from onceforall.supernets.mbconvnet import MBConvLayout, register_mbconv_family
 __all__ = ["IMAGENET_LAYOUT", "SMALL_IMAGES_LAYOUT"]
 
 # The reference's ImageNet layout: base_stage_width [32, 16, 24, 40, 80, 96, 192, 320, 1280],
-# stride_stages [2, 2, 2, 1, 2, 1], ReLU6 throughout.
+# stride_stages [2, 2, 2, 1, 2, 1], ReLU6 throughout, batch norm epsilon 1e-3.
 IMAGENET_LAYOUT = MBConvLayout(
     stem_channels=32,
     stem_stride=2,
@@ -36,6 +36,7 @@ IMAGENET_LAYOUT = MBConvLayout(
     final_expand_channels=1280,
     head_act="relu6",
     last_channels=0,
+    bn_eps=1e-3,
 )
 
 # Same design for 28-32 px inputs, downsampled as mbv3_small_images is (a stride-2 stem and two
