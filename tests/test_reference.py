@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from onceforall.reference import (
 )
 
 networks = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _reference(family: str, num_classes: int = 1000, width_mult: float | None = None):
@@ -175,7 +178,8 @@ def test_import_reference_cli_makes_a_run_that_exports(tmp_path, capsys):
         "bn_calibration_images=6",
         "device=cpu",
     ]
-    argv = ["import-reference", "configs/imagenet_mbv3.yaml", str(ckpt), "--out", str(run_dir)]
+    config = str(CONFIGS / "imagenet_mbv3.yaml")
+    argv = ["import-reference", config, str(ckpt), "--out", str(run_dir)]
     assert main([*argv, *settings]) == 0
     printed = capsys.readouterr().out
     assert "imported the reference OFAMobileNetV3 as mbv3" in printed
@@ -192,7 +196,7 @@ def test_import_reference_cli_makes_a_run_that_exports(tmp_path, capsys):
     # Never overwritten without --force; a family the checkpoint is not is refused.
     assert main([*argv, *settings]) == 2
     assert "already exists" in capsys.readouterr().err
-    other = ["import-reference", "configs/imagenet_resnet50d.yaml", str(ckpt), "--out", "x"]
+    other = ["import-reference", str(CONFIGS / "imagenet_resnet50d.yaml"), str(ckpt), "--out", "x"]
     assert main([*other, *settings]) == 2
     assert "pass model.family=mbv3" in capsys.readouterr().err
 
