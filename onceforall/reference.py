@@ -225,7 +225,7 @@ def reference_to_ours(
     if shapes:
         raise ValueError(
             f"shapes differ from the {family} supernet built for the checkpoint (another width "
-            f"multiplier or number of classes?): {'; '.join(shapes[:4])}"
+            f"multiplier, largest expand ratio or number of classes?): {'; '.join(shapes[:4])}"
         )
     return out
 
