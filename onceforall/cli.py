@@ -46,7 +46,14 @@ def _cmd_import_reference(args: argparse.Namespace) -> int:
     from onceforall.reference import REFERENCE_FAMILIES, import_reference_run
 
     config = load_config(args.config, args.overrides)
-    net, path = import_reference_run(config, args.checkpoint, args.out, force=args.force)
+    net, path = import_reference_run(
+        config,
+        args.checkpoint,
+        args.out,
+        predictor=args.predictor,
+        image_sizes=args.predictor_image_sizes,
+        force=args.force,
+    )
     space = net.space
     family = config.model.family
     width = net.config.get("width_mult")
@@ -59,6 +66,8 @@ def _cmd_import_reference(args: argparse.Namespace) -> int:
         f"MACs {net.macs(space.smallest()) / 1e6:.1f}M to {net.macs(space.largest()) / 1e6:.1f}M"
         f"; next: onceforall search {args.out} --macs N (needs the data of data.root)"
     )
+    if args.predictor:
+        print(f"accuracy predictor: {args.predictor} (search uses it; no accuracy dataset)")
     return 0
 
 
@@ -340,6 +349,17 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("config", help="YAML config of the same family (presets in configs/)")
     im.add_argument("checkpoint", help="the reference's checkpoint (.pth, or .safetensors)")
     im.add_argument("--out", required=True, help="run directory to write")
+    im.add_argument(
+        "--predictor",
+        help="the reference's accuracy predictor for this supernet (e.g. its tutorial's "
+        "acc_predictor.pth): search then uses it instead of evaluating subnets",
+    )
+    im.add_argument(
+        "--predictor-image-sizes",
+        type=lambda t: [int(v) for v in t.split(",")],
+        help="its encoder's image_size_list, comma-separated (default: 128-224 px in steps "
+        "of 4, or the space's resolutions, whichever its input width implies)",
+    )
     im.add_argument("--force", action="store_true", help="replace the run in --out")
     im.add_argument("overrides", nargs="*", metavar="key=value")
     im.set_defaults(func=_cmd_import_reference)

@@ -3,6 +3,7 @@ same function at every subnet; its arch dicts translate both ways."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -211,3 +212,96 @@ def test_import_reference_cli_makes_a_run_that_exports(tmp_path, capsys):
         expected = sub(x).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert abs(got - expected).max() <= 1e-5 * abs(expected).max() + 1e-4
+
+
+def _reference_predictor(image_sizes):
+    from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
+
+    torch.manual_seed(0)
+    encoder = MobileNetArchEncoder(
+        image_size_list=list(image_sizes), ks_list=[3, 5, 7], expand_list=[3, 4, 6],
+        depth_list=[2, 3, 4],
+    )  # fmt: skip
+    pred = AccuracyPredictor(encoder, hidden_size=64, n_layers=3, device="cpu").eval()
+    with torch.no_grad():
+        pred.base_acc.fill_(0.75)
+    return pred
+
+
+def test_reference_accuracy_predictor_predicts_what_the_reference_predicts():
+    from onceforall.reference import predictor_from_reference
+
+    ref = _reference_predictor(range(128, 225, 4))  # the reference tutorial's encoder
+    net = from_reference(_reference("mbv3").state_dict())
+    space = net.space
+    ours = predictor_from_reference(ref.state_dict(), space)
+    archs = [space.largest(), space.smallest()]
+    g = torch.Generator().manual_seed(0)
+    archs += [space.sample(g) for _ in range(48)]
+    with torch.no_grad():
+        expected = ref.predict_acc([arch_to_reference(space, a) for a in archs]).numpy() * 100
+    got = ours.predict(archs)
+    assert abs(got - expected).max() < 1e-3 and got.std() > 0.1  # percent, and not constant
+
+    # A space of other resolutions among the predictor's reads the same columns.
+    narrow = dataclasses.replace(space, resolutions=(132, 224))
+    archs = [narrow.sample(g) for _ in range(16)]
+    with torch.no_grad():
+        expected = ref.predict_acc([arch_to_reference(narrow, a) for a in archs]).numpy() * 100
+    assert (
+        abs(predictor_from_reference(ref.state_dict(), narrow).predict(archs) - expected).max()
+        < 1e-3
+    )
+
+    with pytest.raises(ValueError, match="never saw resolutions"):
+        predictor_from_reference(ref.state_dict(), dataclasses.replace(space, resolutions=(130,)))
+    with pytest.raises(ValueError, match="image sizes given"):
+        predictor_from_reference(ref.state_dict(), space, image_sizes=[128, 224])
+    with pytest.raises(ValueError, match="not a reference accuracy predictor"):
+        predictor_from_reference(net.state_dict(), space)
+
+
+def test_import_reference_with_its_accuracy_predictor_searches_without_a_dataset(tmp_path, capsys):
+    from PIL import Image
+
+    from onceforall.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    for split, per_class in (("train", 4), ("val", 2)):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = torch.randint(0, 256, (40, 40, 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(tmp_path / "data" / split / cls / f"{i}.png")
+    ckpt, pred_file = tmp_path / "ofa.pth", tmp_path / "acc_predictor.pth"
+    torch.save({"state_dict": _reference("mbv3", num_classes=2).state_dict()}, ckpt)
+    ref_pred = _reference_predictor([32])
+    torch.save(ref_pred.state_dict(), pred_file)
+    run_dir = tmp_path / "run"
+    settings = [
+        f"data.root={tmp_path / 'data'}",
+        "data.image_size=32",
+        "data.holdout_size=4",
+        "data.num_workers=0",
+        "model.resolutions=[32]",
+        "eval_batch_size=4",
+        "bn_calibration_images=4",
+    ]
+    argv = ["import-reference", str(CONFIGS / "imagenet_mbv3.yaml"), str(ckpt)]
+    assert main([*argv, "--out", str(run_dir), "--predictor", str(pred_file), *settings]) == 0
+    assert "search uses it" in capsys.readouterr().out
+
+    from onceforall.run import Run
+
+    net = Run.open(run_dir).net
+    space = net.space
+    budget = (net.macs(space.smallest()) + net.macs(space.largest())) // 2
+    assert main(["search", str(run_dir), "--macs", str(budget), "--no-measure", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and not (run_dir / "accuracy_dataset.jsonl").exists()  # nothing evaluated
+    for row in rows:
+        arch = space.parse(row["arch"])
+        with torch.no_grad():
+            expected = float(ref_pred.predict_acc([arch_to_reference(space, arch)])) * 100
+        assert row["predicted_accuracy"] == pytest.approx(expected, abs=1e-3)
+        assert row["macs"] <= budget and row["holdout_accuracy"] is not None

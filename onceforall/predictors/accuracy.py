@@ -309,7 +309,9 @@ def ensure_predictor(
 ) -> AccuracyPredictor:
     """The run's accuracy predictor: measure the missing part of the accuracy dataset, then load
     the saved predictor if it was fit on exactly this dataset, else fit and save one. Either way
-    it carries the dataset's measurements (:attr:`AccuracyPredictor.measured`).
+    it carries the dataset's measurements (:attr:`AccuracyPredictor.measured`). A predictor
+    imported into the run (``onceforall import-reference --predictor``) is used as it is, with
+    no dataset: delete its files to build one of the run's own.
 
     Arguments are those of :func:`build_accuracy_dataset` and :func:`fit_accuracy_predictor`.
     Under torchrun every rank evaluates its share; rank 0 saves.
@@ -318,6 +320,13 @@ def ensure_predictor(
         ValueError: the cached dataset was measured with other settings (see the message).
     """
     run_dir = Path(run_dir)
+    try:
+        saved = AccuracyPredictor.load(run_dir, net.space)
+    except (FileNotFoundError, ValueError):
+        saved = None
+    if saved is not None and saved.info.get("imported"):
+        # Fit elsewhere (onceforall.reference.predictor_from_reference): no dataset to measure.
+        return saved
     ds = build_accuracy_dataset(
         net,
         data,
