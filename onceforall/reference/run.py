@@ -1,0 +1,88 @@
+"""A run directory made from a reference checkpoint (``onceforall import-reference``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from onceforall.config import TrainConfig
+from onceforall.reference.predictor import predictor_from_reference
+from onceforall.reference.weights import (
+    REFERENCE_FAMILIES,
+    detect_reference_family,
+    from_reference,
+    load_reference_state_dict,
+    stem_key,
+)
+from onceforall.supernets import Supernet
+
+__all__ = ["import_reference_run"]
+
+
+def import_reference_run(
+    config: TrainConfig,
+    checkpoint: str | Path,
+    run_dir: str | Path,
+    *,
+    predictor: str | Path | None = None,
+    image_sizes: Sequence[int] | None = None,
+    force: bool = False,
+) -> tuple[Supernet, Path]:
+    """Write a run directory holding a reference checkpoint's supernet, as ``onceforall train``
+    would have left it: ``config.yaml`` (``config`` with the checkpoint's width multiplier in
+    place of its own) and ``supernet.safetensors``. ``onceforall search``, ``export``,
+    ``finetune`` and ``latency`` then work on it, with ``config.data`` (the data the supernet
+    was trained on, for BN recalibration and accuracy: ImageNet for the released supernets) and
+    ``config.model``'s choice sets.
+
+    With ``predictor`` (the reference's accuracy predictor for this supernet, see
+    :func:`predictor_from_reference`; ``image_sizes`` its encoder's), the run also holds it as
+    its accuracy predictor, and search uses it instead of evaluating hundreds of subnets.
+
+    Returns:
+        The supernet and its weights file.
+
+    Raises:
+        ValueError: the checkpoint is not a reference supernet, or not of ``config.model``'s
+            family (the message says which setting to change).
+        FileExistsError: ``run_dir`` is not empty and ``force`` is not set.
+    """
+    from dataclasses import replace
+
+    from onceforall.config import save_config
+    from onceforall.training.checkpoint import SUPERNET_FILE, prepare_run_dir, save_weights
+
+    sd = load_reference_state_dict(checkpoint)
+    family = detect_reference_family(sd)
+    model = config.model
+    if model.family != family:
+        raise ValueError(
+            f"{checkpoint} holds a reference {REFERENCE_FAMILIES[family]} ({family} here) but the "
+            f"config's model.family is {model.family!r}: use configs/imagenet_{family}.yaml or "
+            f"pass model.family={family}"
+        )
+    kw = {k: v for k, v in model.family_kwargs().items() if k != "width_mult"}
+    net = from_reference(sd, family=family, **kw)
+    acc = None
+    if predictor is not None:
+        acc = predictor_from_reference(predictor, net.space, image_sizes)
+        acc.info["source"] = str(Path(predictor).resolve())
+    width = net.config.get("width_mult")
+    if width is not None:  # the checkpoint's, whatever the config (a preset's default) said
+        config = replace(config, model=replace(model, width_mult=width))
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, config, resume=False, force=force)
+    header = (
+        f"# imported by `onceforall import-reference` from {Path(checkpoint).resolve()}\n"
+        "# (the reference implementation's supernet; no training ran here)\n"
+    )
+    save_config(config, run_dir / "config.yaml", header)
+    meta = {
+        "num_classes": net.classifier.out_features,
+        "in_channels": int(sd[stem_key(family)].shape[1]),
+        "family": family,
+        "source": str(Path(checkpoint).resolve()),
+    }
+    if acc is not None:
+        acc.save(run_dir)
+    return net, save_weights(net, run_dir / SUPERNET_FILE, meta)
