@@ -200,6 +200,18 @@ def test_import_reference_cli_makes_a_run_that_exports(tmp_path, capsys):
     other = ["import-reference", str(CONFIGS / "imagenet_resnet50d.yaml"), str(ckpt), "--out", "x"]
     assert main([*other, *settings]) == 2
     assert "pass model.family=mbv3" in capsys.readouterr().err
+    # Data of other classes or channels than the checkpoint's is refused before anything is
+    # written.
+    fmnist = [*argv[:-1], str(tmp_path / "fm"), *settings, "data.dataset=fashion_mnist"]
+    assert main(fmnist) == 2
+    assert "3 classes of 3-channel images but data.dataset=fashion_mnist has 10 of 1" in (
+        capsys.readouterr().err
+    )
+    twenty = tmp_path / "twenty.pth"
+    torch.save({"state_dict": _reference("mbv3", num_classes=20).state_dict()}, twenty)
+    assert main(["import-reference", config, str(twenty), "--out", "y", *settings]) == 2
+    assert "(3 class folders) has 3 of 3" in capsys.readouterr().err
+    assert not (tmp_path / "fm").exists() and not Path("y").exists()
 
     out = tmp_path / "export"
     export = ["export", str(run_dir), "--arch", str(arch), "--format", "onnx", "--out", str(out)]

@@ -43,8 +43,9 @@ def import_reference_run(
         The supernet and its weights file.
 
     Raises:
-        ValueError: the checkpoint is not a reference supernet, or not of ``config.model``'s
-            family (the message says which setting to change).
+        ValueError: the checkpoint is not a reference supernet, not of ``config.model``'s family,
+            or its classes or input channels are not those of ``config.data`` (where they can be
+            told without loading it: a built-in dataset, or an ImageFolder's class folders).
         FileExistsError: ``run_dir`` is not empty and ``force`` is not set.
     """
     from dataclasses import replace
@@ -63,6 +64,7 @@ def import_reference_run(
         )
     kw = {k: v for k, v in model.family_kwargs().items() if k != "width_mult"}
     net = from_reference(sd, family=family, **kw)
+    _check_data(config, net.classifier.out_features, int(sd[stem_key(family)].shape[1]))
     acc = None
     if predictor is not None:
         acc = predictor_from_reference(predictor, net.space, image_sizes)
@@ -86,3 +88,33 @@ def import_reference_run(
     if acc is not None:
         acc.save(run_dir)
     return net, save_weights(net, run_dir / SUPERNET_FILE, meta)
+
+
+# Classes and image channels of the built-in datasets.
+_BUILTIN_DATA = {"fashion_mnist": (10, 1), "cifar10": (10, 3)}
+
+
+def _check_data(config: TrainConfig, num_classes: int, in_channels: int) -> None:
+    """Refuse data whose classes or channels cannot be the checkpoint's, where that is known
+    without loading it. (An ImageFolder root that is not there yet is left for search to report:
+    a run may be imported on one machine and specialized on another.)"""
+    data = config.data
+    if data.dataset in _BUILTIN_DATA:
+        classes, channels = _BUILTIN_DATA[data.dataset]
+        where = f"data.dataset={data.dataset}"
+    elif (
+        data.dataset == "imagefolder"
+        and data.root
+        and (Path(data.root).expanduser() / "train").is_dir()
+    ):
+        train = Path(data.root).expanduser() / "train"
+        classes, channels = sum(1 for p in train.iterdir() if p.is_dir()), 3
+        where = f"{train} ({classes} class folders)"
+    else:
+        return
+    if (classes, channels) != (num_classes, in_channels):
+        raise ValueError(
+            f"the checkpoint classifies {num_classes} classes of {in_channels}-channel images but "
+            f"{where} has {classes} of {channels}: give the data it was trained on (ImageNet "
+            "for the reference's released supernets: data.dataset=imagefolder data.root=DIR)"
+        )
