@@ -343,13 +343,10 @@ def ensure_predictor(
     if not ds.complete:  # simulated ranks without a process group: another rank is missing
         raise ValueError(f"{len(ds)} of {n} archs measured; run the other ranks, then retry")
     wanted = {"dataset": ds.settings, "n": len(ds), "test_fraction": test_fraction}
-    try:
-        pred = AccuracyPredictor.load(run_dir, net.space)
-        if {k: pred.info.get(k) for k in wanted} == wanted:
-            pred.measured = dict(zip(ds.archs, ds.accuracies.tolist(), strict=True))
-            return pred
-    except (FileNotFoundError, ValueError):
-        pass  # missing, or fit for something else: the dataset is current, so refit over it
+    if saved is not None and {k: saved.info.get(k) for k in wanted} == wanted:
+        saved.measured = dict(zip(ds.archs, ds.accuracies.tolist(), strict=True))
+        return saved
+    # Missing, or fit for something else: the dataset is current, so refit over it.
     pred = fit_accuracy_predictor(
         net.space, ds.archs, ds.accuracies, test_fraction=test_fraction, seed=seed
     )

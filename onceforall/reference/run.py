@@ -99,15 +99,11 @@ def _check_data(config: TrainConfig, num_classes: int, in_channels: int) -> None
     without loading it. (An ImageFolder root that is not there yet is left for search to report:
     a run may be imported on one machine and specialized on another.)"""
     data = config.data
+    train = Path(data.root).expanduser() / "train" if data.root else None
     if data.dataset in _BUILTIN_DATA:
         classes, channels = _BUILTIN_DATA[data.dataset]
         where = f"data.dataset={data.dataset}"
-    elif (
-        data.dataset == "imagefolder"
-        and data.root
-        and (Path(data.root).expanduser() / "train").is_dir()
-    ):
-        train = Path(data.root).expanduser() / "train"
+    elif data.dataset == "imagefolder" and train is not None and train.is_dir():
         classes, channels = sum(1 for p in train.iterdir() if p.is_dir()), 3
         where = f"{train} ({classes} class folders)"
     else:
