@@ -30,6 +30,7 @@ __all__ = [
     "DataConfig",
     "TensorImageDataset",
     "augment_batch",
+    "data_shape",
     "load_data",
     "make_loader",
     "resize_batch",
@@ -42,6 +43,7 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 FASHION_MNIST_STATS = ((0.2860,), (0.3530,))  # (mean, std) per channel, pixels scaled to [0, 1]
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR10_NUM_CLASSES = 10
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
 
@@ -152,6 +154,22 @@ class TensorImageDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def data_shape(config: DataConfig) -> tuple[int, int] | None:
+    """``(classes, image channels)`` of the data ``config`` names, where that is known without
+    loading it: the built-in and synthetic datasets, and an ImageFolder whose ``root/train`` is
+    there (one class per folder, RGB). None otherwise (an ImageFolder root not there yet)."""
+    if config.dataset == "fashion_mnist":
+        return len(FASHION_MNIST_CLASSES), len(FASHION_MNIST_STATS[0])
+    if config.dataset == "cifar10":
+        return CIFAR10_NUM_CLASSES, len(CIFAR10_STATS[0])
+    if config.dataset == "synthetic":
+        return config.synthetic_classes, config.synthetic_channels
+    train = Path(config.root).expanduser() / "train" if config.root else None
+    if config.dataset == "imagefolder" and train is not None and train.is_dir():
+        return sum(1 for p in train.iterdir() if p.is_dir()), 3
+    return None
 
 
 def load_data(config: DataConfig) -> DataBundle:

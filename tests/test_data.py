@@ -15,6 +15,7 @@ from onceforall.data import (
     DataConfig,
     TensorImageDataset,
     augment_batch,
+    data_shape,
     load_data,
     make_loader,
     resize_batch,
@@ -253,6 +254,21 @@ def test_imagefolder(tmp_path):
     assert not torch.equal(draws[0], draws[1])
     replay = load_data(config)
     assert all(torch.equal(a, replay.train[0][0]) for a in draws)  # one draw per call, in order
+
+
+def test_data_shape_without_loading(tmp_path, fashion):
+    """data_shape knows, without loading, what load_data finds; None where it cannot know."""
+    configs = [
+        DataConfig(),
+        _synthetic(synthetic_classes=3, synthetic_channels=2),
+        DataConfig(dataset="imagefolder", root=str(tmp_path), image_size=32, holdout_size=2),
+    ]
+    _image_tree(tmp_path)
+    for config in configs:
+        bundle = fashion if config.dataset == "fashion_mnist" else load_data(config)
+        assert data_shape(config) == (bundle.num_classes, bundle.in_channels)
+    assert data_shape(DataConfig(dataset="cifar10")) == (10, 3)
+    assert data_shape(DataConfig(dataset="imagefolder", root=str(tmp_path / "absent"))) is None
 
 
 def test_imagefolder_missing_train(tmp_path):

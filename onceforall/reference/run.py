@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onceforall.config import TrainConfig
+from onceforall.data import data_shape
 from onceforall.reference.predictor import predictor_from_reference
 from onceforall.reference.weights import (
     REFERENCE_FAMILIES,
@@ -90,24 +91,17 @@ def import_reference_run(
     return net, save_weights(net, run_dir / SUPERNET_FILE, meta)
 
 
-# Classes and image channels of the built-in datasets.
-_BUILTIN_DATA = {"fashion_mnist": (10, 1), "cifar10": (10, 3)}
-
-
 def _check_data(config: TrainConfig, num_classes: int, in_channels: int) -> None:
     """Refuse data whose classes or channels cannot be the checkpoint's, where that is known
     without loading it. (An ImageFolder root that is not there yet is left for search to report:
     a run may be imported on one machine and specialized on another.)"""
     data = config.data
-    train = Path(data.root).expanduser() / "train" if data.root else None
-    if data.dataset in _BUILTIN_DATA:
-        classes, channels = _BUILTIN_DATA[data.dataset]
-        where = f"data.dataset={data.dataset}"
-    elif data.dataset == "imagefolder" and train is not None and train.is_dir():
-        classes, channels = sum(1 for p in train.iterdir() if p.is_dir()), 3
-        where = f"{train} ({classes} class folders)"
-    else:
+    if (shape := data_shape(data)) is None:
         return
+    classes, channels = shape
+    where = f"data.dataset={data.dataset}"
+    if data.dataset == "imagefolder":
+        where = f"{Path(data.root).expanduser() / 'train'} ({classes} class folders)"
     if (classes, channels) != (num_classes, in_channels):
         raise ValueError(
             f"the checkpoint classifies {num_classes} classes of {in_channels}-channel images but "
