@@ -1,7 +1,7 @@
 """Label noise of the accuracy dataset: the Kendall tau any accuracy predictor can reach on it.
 
     .venv/bin/python -m benchmarks.label_noise RUN_DIR [--n 100] [--calibration-images 2000]
-        [--eval-images 0] [--threads N]
+        [--eval-images 0] [--threads N] [--bn-noise]
 
 An accuracy predictor is scored against measured holdout accuracies, and a measured accuracy is
 the subnet's "true" accuracy plus the luck of which holdout images it happens to get right. When
@@ -18,17 +18,27 @@ archs, calibration and evaluation images as ``build_accuracy_dataset``'s default
   ``(2 / pi) * asin(sqrt(rho))``: the expected tau of a perfect predictor against these labels;
 - the noise variance falls as 1 / images, so the holdout size at which the ceiling reaches a
   target follows from ``rho``.
+
+Split halves share the batch-norm statistics, so they count the luck of the calibration images
+as part of a subnet's "true" accuracy. ``--bn-noise`` measures that share too: every subnet is
+evaluated a second time on the same images with its statistics recalibrated on the next
+``--calibration-images`` holdout images (the holdout rolled by that many), the calibration noise
+is ``sd(first - second) / sqrt(2)``, and the ceiling is recomputed with it counted as noise.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import time
 
 import numpy as np
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from benchmarks.common import holdout_parser, open_holdout_run
+from onceforall.data import TensorImageDataset
 from onceforall.predictors.accuracy_dataset import SubnetEvaluator, sample_archs
 
 
@@ -67,15 +77,51 @@ def images_for_tau(rho: float, images: int, tau: float) -> float:
     return images * (1 - rho) * need / (rho * (1 - need))
 
 
+def rolled(dataset: Dataset, shift: int) -> Dataset:
+    """``dataset`` with its items rotated left by ``shift``: the same items, so an accuracy over
+    all of them is unchanged, but its first items (the calibration slice) are others."""
+    order = [(i + shift) % len(dataset) for i in range(len(dataset))]
+    if isinstance(dataset, TensorImageDataset):  # keeps the fast batched path
+        out = copy.copy(dataset)
+        out.indices = dataset.indices[order]
+        return out
+    return Subset(dataset, order)
+
+
+def calibration_noise(first: np.ndarray, second: np.ndarray, stats: dict[str, float]) -> dict:
+    """The batch-norm calibration noise from two accuracy vectors (%) of the same subnets on the
+    same images, calibrated on disjoint slices, and the ceiling with it counted as noise."""
+    noise = float(np.std(first - second, ddof=1) / math.sqrt(2))
+    rho = stats["reliability"] - noise**2 / stats["accuracy_sd_pp"] ** 2
+    return {
+        "calibration_noise_sd_pp": noise,
+        "calibration_r": float(np.corrcoef(first, second)[0, 1]),
+        "reliability_with_calibration": rho,
+        "tau_ceiling_with_calibration": tau_ceiling(rho),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = holdout_parser(__doc__, 100, "subnets (the dataset's first n archs)")
     p.add_argument("--seed", type=int, default=0, help="the accuracy dataset's sample seed")
     p.add_argument("--target-tau", type=float, default=0.8)
+    p.add_argument(
+        "--bn-noise",
+        action="store_true",
+        help="also measure the noise of the batch-norm calibration (a second evaluation each)",
+    )
     args = p.parse_args(argv)
     if args.n < 3:
         p.error("--n must be at least 3 (a correlation over subnets)")
     run = open_holdout_run(args)
     net, data, n_cal, n_eval = run.net, run.data, run.n_cal, run.n_eval
+    # (The rolled holdout's first n_eval images would be other images.)
+    if args.bn_noise and n_eval < len(data.holdout):
+        p.error("--bn-noise evaluates on the whole holdout: leave --eval-images at 0")
+    if args.bn_noise and 2 * n_cal > len(data.holdout):
+        p.error(
+            f"--bn-noise needs 2 x {n_cal} calibration images; the holdout has {len(data.holdout)}"
+        )
     evaluator = SubnetEvaluator(net, data, n_cal, n_eval, args.batch_size)
     start = time.perf_counter()
     archs = sample_archs(net.space, args.n, args.seed)
@@ -93,6 +139,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     need = images_for_tau(stats["reliability"], n_eval, args.target_tau)
     print(f"holdout images for a ceiling of {args.target_tau}: {need:,.0f} (now {n_eval:,})")
+    if not args.bn_noise:
+        return
+    other = dataclasses.replace(data, holdout=rolled(data.holdout, n_cal))
+    second = SubnetEvaluator(net, other, n_cal, len(data.holdout), args.batch_size)
+    start = time.perf_counter()
+    acc2 = np.array([second(a) for a in tqdm(archs, desc="recalibrated on the next slice")])
+    bn = calibration_noise(acc, acc2, stats)
+    print(
+        f"calibration noise sd {bn['calibration_noise_sd_pp']:.3f} pp (accuracies with the two "
+        f"calibration slices correlate {bn['calibration_r']:.3f}; "
+        f"{time.perf_counter() - start:.0f} s); with it counted as noise: reliability "
+        f"{bn['reliability_with_calibration']:.3f}, Kendall tau ceiling "
+        f"{bn['tau_ceiling_with_calibration']:.3f}"
+    )
 
 
 if __name__ == "__main__":

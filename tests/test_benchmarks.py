@@ -10,6 +10,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 
 from benchmarks.common import (
     Settings,
@@ -19,7 +20,7 @@ from benchmarks.common import (
     uniform_family,
     update_results,
 )
-from onceforall.config import save_config
+from onceforall.config import load_config, save_config
 from onceforall.run import Run
 from tests.conftest import tiny_config
 
@@ -242,6 +243,38 @@ def test_label_noise_ceiling_matches_simulated_predictor_tau():
     twins = np.repeat(correct[:, :2500], 2, axis=1)  # each image's outcome twice: no noise
     assert reliability(twins)["tau_ceiling"] == pytest.approx(1.0)
     assert tau_ceiling(1.0) == 1.0 and tau_ceiling(0.0) == 0.0
+
+
+def test_label_noise_calibration_noise_is_recovered_and_counted():
+    """Two calibrations' accuracies differing by independent noise of known sd give back that
+    sd, and counting it as noise lowers the reliability by its share of the variance."""
+    import numpy as np
+
+    from benchmarks.label_noise import calibration_noise
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(88.0, 0.5, size=4000)
+    first, second = true + rng.normal(0, 0.1, 4000), true + rng.normal(0, 0.1, 4000)
+    stats = {"reliability": 0.9, "accuracy_sd_pp": 0.5}
+    bn = calibration_noise(first, second, stats)
+    assert bn["calibration_noise_sd_pp"] == pytest.approx(0.1, rel=0.05)
+    assert bn["reliability_with_calibration"] == pytest.approx(0.9 - 0.04, abs=0.005)
+    assert bn["tau_ceiling_with_calibration"] < 0.8 and bn["calibration_r"] > 0.9
+
+
+def test_label_noise_bn_noise_rolls_the_calibration_slice(tiny_run, capsys):
+    from benchmarks.label_noise import main, rolled
+    from onceforall.data import load_data
+
+    holdout = load_data(load_config(tiny_run / "config.yaml").data).holdout
+    moved = rolled(holdout, 16)
+    assert torch.equal(moved.batch(range(48))[0], holdout.batch(range(16, 64))[0])
+    assert sorted(moved.indices.tolist()) == sorted(holdout.indices.tolist())  # the same images
+    main([str(tiny_run), "--n", "4", "--calibration-images", "32", "--threads", "1", "--bn-noise"])
+    out = capsys.readouterr().out
+    assert "calibration noise sd" in out and "tau ceiling" in out.splitlines()[-1]
+    with pytest.raises(SystemExit):  # a second slice of 40 does not fit in 64 images
+        main([str(tiny_run), "--n", "4", "--calibration-images", "40", "--bn-noise"])
 
 
 def test_landscape_summary_counts_subnets_a_cheaper_family_member_beats():
