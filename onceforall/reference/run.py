@@ -13,7 +13,6 @@ from onceforall.reference.weights import (
     detect_reference_family,
     from_reference,
     load_reference_state_dict,
-    stem_key,
 )
 from onceforall.supernets import Supernet
 
@@ -65,7 +64,7 @@ def import_reference_run(
         )
     kw = {k: v for k, v in model.family_kwargs().items() if k != "width_mult"}
     net = from_reference(sd, family=family, **kw)
-    _check_data(config, net.classifier.out_features, int(sd[stem_key(family)].shape[1]))
+    _check_data(config, net.num_classes, net.in_channels)
     acc = None
     if predictor is not None:
         acc = predictor_from_reference(predictor, net.space, image_sizes)
@@ -81,8 +80,8 @@ def import_reference_run(
     )
     save_config(config, run_dir / "config.yaml", header)
     meta = {
-        "num_classes": net.classifier.out_features,
-        "in_channels": int(sd[stem_key(family)].shape[1]),
+        "num_classes": net.num_classes,
+        "in_channels": net.in_channels,
         "family": family,
         "source": str(Path(checkpoint).resolve()),
     }

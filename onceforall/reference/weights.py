@@ -20,7 +20,6 @@ __all__ = [
     "from_reference",
     "load_reference_state_dict",
     "reference_to_ours",
-    "stem_key",
 ]
 
 # Our family -> the reference's class.
@@ -245,7 +244,7 @@ def from_reference(
         )
     classifier = sd["classifier.linear.linear.weight" if detected == "resnet50d" else
                     "classifier.linear.weight"]  # fmt: skip
-    stem = sd[stem_key(detected)]
+    stem = sd[_stem_key(detected)]
     kw: dict[str, Any] = {"num_classes": classifier.shape[0], "in_channels": stem.shape[1]}
     if detected != "resnet50d":
         kw["kernel_sizes"] = family_kwargs.pop("kernel_sizes", None) or _kernel_sizes(sd)
@@ -286,6 +285,6 @@ def _kernel_sizes(sd: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
-def stem_key(family: str) -> str:
+def _stem_key(family: str) -> str:
     """The key of a reference supernet's first conv weight (its input channels)."""
     return "input_stem.0.conv.conv.weight" if family == "resnet50d" else "first_conv.conv.weight"
