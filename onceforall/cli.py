@@ -129,6 +129,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         threads=args.threads,
         accuracy_samples=args.samples,
         progress=not args.json,
+        device=args.device,
         accuracy_settings={
             k: v
             for k, v in (
@@ -157,8 +158,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     budget = ", ".join(str(c) for c in constraints) or "none"
-    print(f"run {run.path} | backend {args.backend} | budget: {budget}")
+    where = f"{args.backend} on {args.device}" if args.device else args.backend
+    print(f"run {run.path} | backend {where} | budget: {budget}")
     _print_table(rows, PICK_COLUMNS)
+    if args.device:
+        print(
+            f"latency predicted for {args.device} by its imported table (not measured here); "
+            "time an exported pick there with `python KIT/measure.py --model model.onnx "
+            "--shape 1,C,R,R`"
+        )
     if args.pareto:
         print(
             f"Pareto front: {len(front.front)} archs ({front.num_evaluated} evaluated in "
@@ -227,16 +235,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_latency(args: argparse.Namespace) -> int:
-    """Build this machine's latency table for a run, or validate it end to end."""
-    from onceforall.predictors.latency import validate_latency
+    """Build this machine's latency table for a run, or validate it end to end; or write a
+    latency kit for another device and import what it measured."""
     from onceforall.run import Run
-    from onceforall.specialize import Specializer, latency_table_path
 
     run = Run.open(args.run_dir)
     timing = {"warmup": args.warmup, "repeats": args.repeats}
     for name, lo in (("warmup", 0), ("repeats", 1)):
         if timing[name] is not None and timing[name] < lo:
             raise ValueError(f"--{name} {timing[name]} must be >= {lo}")
+    if args.action in ("kit", "import"):
+        return _latency_kit(run, args, timing)
+    if args.file is not None:
+        parser_hint = "only `latency import RUN_DIR MEASUREMENTS` takes a file"
+        raise ValueError(f"unexpected argument {args.file!r}: {parser_hint}")
+    from onceforall.predictors.latency import validate_latency
+    from onceforall.specialize import Specializer, latency_table_path
+
     spec = Specializer(
         run,
         args.backend,
@@ -251,24 +266,68 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     table = spec.latency_table
     print(f"{table!r}: {path}")
     if args.action == "validate":
-        v = validate_latency(run.net, table, args.n, args.seed, progress=True, **timing)
-        rows = [{"arch": str(a), "predicted": p, "measured": m} for a, p, m in v.rows]
-        _print_table(
-            rows,
-            [
-                ("predicted", "pred ms", ".3f"),
-                ("measured", "measured ms", ".3f"),
-                ("arch", "arch", ""),
-            ],
-        )
-        print(
-            f"{args.n} random subnets, {args.backend}: MAPE {v.mape:.2f}%, "
-            f"Spearman {v.spearman:.3f}"
-        )
+        n = 30 if args.n is None else args.n
+        v = validate_latency(run.net, table, n, args.seed, progress=True, **timing)
+        _print_validation(v, f"{n} random subnets, {args.backend}")
         rebuild = f"onceforall latency build {args.run_dir} --backend {args.backend}"
         if args.threads:
             rebuild += f" --threads {args.threads}"
         print(_drift_line(v.drift, rebuild + " --force"))
+    return 0
+
+
+def _print_validation(v, what: str) -> None:
+    rows = [{"arch": str(a), "predicted": p, "measured": m} for a, p, m in v.rows]
+    _print_table(
+        rows,
+        [("predicted", "pred ms", ".3f"), ("measured", "measured ms", ".3f"), ("arch", "arch", "")],
+    )
+    print(f"{what}: MAPE {v.mape:.2f}%, Spearman {v.spearman:.3f}")
+
+
+def _latency_kit(run, args: argparse.Namespace, timing: dict) -> int:
+    """``latency kit``: export what a table times for another device; ``latency import``:
+    the table from what that device measured."""
+    from onceforall.predictors.kit import import_measurements, read_measurements, write_kit
+    from onceforall.specialize import latency_table_path
+
+    if args.backend != "onnxruntime":
+        raise ValueError("latency kits time onnxruntime: use --backend onnxruntime (the default)")
+    if args.action == "kit":
+        if not args.out:
+            raise ValueError("latency kit needs --out DIR, a new directory for the kit")
+        if args.file is not None:
+            raise ValueError(f"unexpected argument {args.file!r}: latency kit takes --out DIR")
+        kit = write_kit(
+            run.net,
+            args.out,
+            threads=args.threads or 1,
+            validate_subnets=20 if args.n is None else args.n,
+            validate_seed=args.seed,
+            progress=True,
+            **{k: v for k, v in timing.items() if v is not None},
+        )
+        print(
+            f"latency kit in {kit} ({len(list((kit / 'models').iterdir()))} ONNX models). Copy "
+            f"it to the device and run `python {kit.name}/measure.py {kit.name} --name NAME` "
+            f"there (numpy and onnxruntime only), then `onceforall latency import {run.path} "
+            f"{kit.name}/measurements.json`"
+        )
+        return 0
+    if args.file is None:
+        raise ValueError("latency import needs the measurements file: RUN_DIR MEASUREMENTS")
+    data = read_measurements(args.file)
+    table, validation = import_measurements(run.net, data, device=args.device)
+    device = table.metadata["device"]
+    path = latency_table_path(run, "onnxruntime", table.metadata["threads"], device=device)
+    if path.is_file() and not args.force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it with these measurements")
+    path.parent.mkdir(exist_ok=True)
+    table.save(path)
+    print(f"{table!r} for {device!r}: {path}")
+    if validation is not None:
+        _print_validation(validation, f"{len(validation.rows)} random subnets on {device}")
+    print(f"search with it: onceforall search {run.path} --latency-ms MS --device {device!r}")
     return 0
 
 
@@ -396,6 +455,11 @@ def _parser() -> argparse.ArgumentParser:
         "--eval-images", type=int, help="holdout images each subnet is evaluated on (default: all)"
     )
     se.add_argument("--threads", type=int, help="latency threads (default 1)")
+    se.add_argument(
+        "--device",
+        help="search with the latency table of a device measured through a latency kit "
+        "(onceforall latency kit / import) instead of this machine's",
+    )
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
     se.add_argument("--json", action="store_true", help="print results as JSON")
@@ -423,12 +487,22 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-progress", action="store_true")
     ft.set_defaults(func=_cmd_finetune)
 
-    la = sub.add_parser("latency", help="this machine's latency table: build or validate")
-    la.add_argument("action", choices=("build", "validate"))
+    la = sub.add_parser(
+        "latency",
+        help="latency tables: build or validate this machine's; kit / import another device's",
+        description="build: time every distinct layer of the space here; validate: time random "
+        "subnets against the table. kit: write those layers (and subnets to fit and validate "
+        "with) as ONNX files plus measure.py, which times them on another device with numpy and "
+        "onnxruntime alone; import: make that device's table from its measurements.json.",
+    )
+    la.add_argument("action", choices=("build", "validate", "kit", "import"))
     la.add_argument("run_dir")
+    la.add_argument("file", nargs="?", help="import: the measurements.json from measure.py")
+    la.add_argument("--out", help="kit: the new directory to write the kit into")
+    la.add_argument("--device", help="import: the device's name (default: the one measured)")
     la.add_argument("--backend", default="onnxruntime", choices=backends)
     la.add_argument("--threads", type=int)
-    la.add_argument("--n", type=int, default=30, help="random subnets to validate on")
+    la.add_argument("--n", type=int, help="random subnets to validate on (default 30; kit: 20)")
     la.add_argument("--seed", type=int, default=1)
     la.add_argument("--force", action="store_true", help="measure an existing table again")
     la.add_argument(

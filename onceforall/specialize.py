@@ -9,6 +9,7 @@ subnet on the same backend.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -41,17 +42,34 @@ from onceforall.search import (
 )
 from onceforall.static import LAYERS_VERSION
 
-__all__ = ["Pick", "Specializer", "latency_table_path"]
+__all__ = ["Pick", "Specializer", "device_tables", "latency_table_path"]
 
 
-def latency_table_path(run: Run, backend: str, threads: int, batch_size: int = 1) -> Path:
-    """Where a run keeps this machine's latency table for ``backend``: one file per backend,
-    thread count, batch size and CPU model, so tables of different devices never mix."""
+def latency_table_path(
+    run: Run, backend: str, threads: int, batch_size: int = 1, device: str | None = None
+) -> Path:
+    """Where a run keeps a latency table for ``backend``: one file per backend, thread count,
+    batch size and device, so tables of different devices never mix. ``device`` names one
+    measured elsewhere through a latency kit (``onceforall latency import``); by default the
+    table is this machine's (its GPU for ``torch-cuda``, else its CPU model)."""
     from onceforall.predictors.timing import cpu_name
 
-    device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
+    if device is None:
+        device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"
     return run.path / "latency" / f"{backend}-t{threads}-b{batch_size}-{slug}.json"
+
+
+def device_tables(run: Run) -> list[tuple[str, Path]]:
+    """``(device, path)`` of every latency table a run holds (its recorded device names)."""
+    found = []
+    for path in sorted((run.path / "latency").glob("*.json")):
+        try:
+            meta = json.loads(path.read_text()).get("metadata", {})
+        except (OSError, ValueError):
+            continue
+        found.append((f"{meta.get('device', '?')} ({meta.get('backend', '?')})", path))
+    return found
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,8 @@ class Specializer:
         accuracy_settings: options of the accuracy dataset (``calibration_images``,
             ``eval_images``, ``batch_size``, ``seed``); the defaults measure each subnet on the
             whole holdout, the most faithful and the slowest.
+        device: a device measured elsewhere through a latency kit (``onnxruntime`` only): its
+            imported table is used, never built here, and picks are not timed on this machine.
     """
 
     def __init__(
@@ -98,9 +118,16 @@ class Specializer:
         latency_warmup: int = 10,
         latency_repeats: int = 50,
         accuracy_settings: dict[str, Any] | None = None,
+        device: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} unknown; choose from {', '.join(BACKENDS)}")
+        if device is not None and backend != "onnxruntime":
+            raise ValueError(
+                f"a device's table comes from a latency kit, which times onnxruntime; use "
+                f"backend onnxruntime with device {device!r} (not {backend!r})"
+            )
+        self.device = device
         self.run = run
         self.backend = backend
         self.threads = threads or LATENCY_THREADS
@@ -112,14 +139,30 @@ class Specializer:
     # ---------------------------------------------------------------- what search needs
     @cached_property
     def latency_table(self) -> LatencyTable:
-        """This machine's table for the backend: loaded from the run, or measured and saved."""
-        path = latency_table_path(self.run, self.backend, self.threads)
+        """This machine's table for the backend: loaded from the run, or measured and saved.
+        A kit-measured device's table is loaded, or its absence explained."""
+        path = latency_table_path(self.run, self.backend, self.threads, device=self.device)
+        if self.device is not None and not path.is_file():
+            have = "; ".join(f"{d}: {p.name}" for d, p in device_tables(self.run)) or "none"
+            raise FileNotFoundError(
+                f"no latency table for device {self.device!r} with {self.threads} thread(s) in "
+                f"{path.parent} (tables there: {have}). Measure it on the device: `onceforall "
+                f"latency kit {self.run.path} --out KIT`, `python KIT/measure.py KIT --name "
+                f"{self.device!r}` there, then `onceforall latency import {self.run.path} "
+                "KIT/measurements.json`"
+            )
         if path.is_file():
             table = LatencyTable.load(path, self.run.net)
             # Tables from before the version was recorded timed version-1 layers.
             measured = table.metadata.get("layers_version", 1)
             if measured == LAYERS_VERSION:
                 return table
+            if self.device is not None:
+                raise ValueError(
+                    f"{path} timed the subnet layers of onceforall's layer version {measured}, "
+                    f"these are version {LAYERS_VERSION}: write a new latency kit and measure "
+                    "it on the device again"
+                )
             print(
                 f"note: {path} timed the subnet layers of onceforall's layer version "
                 f"{measured}; measuring it again for version {LAYERS_VERSION}",
@@ -248,7 +291,9 @@ class Specializer:
         latency: bool = True,
     ) -> list[Pick]:
         """Predicted and measured figures of ``archs``: holdout accuracy of the BN-recalibrated
-        extracted subnet and its end-to-end latency on this backend (same threads as the table)."""
+        extracted subnet and its end-to-end latency on this backend (same threads as the table).
+        Latency is not measured for a device measured elsewhere (``measured_latency_ms`` None)."""
+        latency = latency and self.device is None
         net = self.run.net
         labels = labels or [str(i) for i in range(len(archs))]
         predicted_acc = self.predictor.accuracy(archs)

@@ -30,6 +30,13 @@ def family_kwargs(name: str) -> dict:
     return kwargs
 
 
+def small_mbv3(**space) -> ofa.Supernet:
+    """A small ``mbv3_small_images`` space (44 distinct layers) for latency tests, in eval mode."""
+    kw = {"kernel_sizes": (3, 5), "expand_ratios": (3, 6), "depths": (1, 2), "resolutions": (24,)}
+    kw.update(space)
+    return ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1, **kw).eval()
+
+
 @torch.no_grad()
 def randomize_(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every batch norm non-trivial statistics and affine terms, kernel transformation

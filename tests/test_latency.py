@@ -24,19 +24,14 @@ from onceforall.predictors import (
 )
 from onceforall.predictors.timing import busy_cores, onnx_bytes
 from onceforall.supernets.base import LayerSpec
+from tests.conftest import small_mbv3
 
 FAST = {"warmup": 2, "repeats": 5}
 
 
-def _small(**space) -> ofa.Supernet:
-    kw = {"kernel_sizes": (3, 5), "expand_ratios": (3, 6), "depths": (1, 2), "resolutions": (24,)}
-    kw.update(space)
-    return ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1, **kw).eval()
-
-
 @pytest.fixture(scope="module")
 def net() -> ofa.Supernet:
-    return _small()
+    return small_mbv3()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +61,7 @@ def test_layer_specs_chain_like_the_extracted_subnet(supernet):
 
 
 def test_latency_layer_specs_are_the_distinct_layers_of_every_arch():
-    net = _small(expand_ratios=(6,), resolutions=(24, 28))  # 15552 archs: enumerable
+    net = small_mbv3(expand_ratios=(6,), resolutions=(24, 28))  # 15552 archs: enumerable
     listed = net.latency_layer_specs()
     assert len(listed) == len(set(listed))
     seen = {spec for arch in net.space.enumerate() for spec in net.layer_specs(arch)}
@@ -164,7 +159,7 @@ def test_table_fits_the_line_through_its_fitting_subnets(table):
 
 
 def test_table_refuses_a_supernet_it_did_not_measure(table):
-    bigger = _small(kernel_sizes=(3, 5, 7))  # k7 x 2 expand ratios x 2 slots x 5 stages new
+    bigger = small_mbv3(kernel_sizes=(3, 5, 7))  # k7 x 2 expand ratios x 2 slots x 5 stages new
     with pytest.raises(ValueError, match=r"lacks 20 layer\(s\) of this supernet"):
         table.bind(bigger)
 
@@ -183,7 +178,7 @@ def test_validate(net, table):
 
 # ---------------------------------------------------------------- backends
 def test_onnxruntime_backend(tmp_path):
-    net = _small(kernel_sizes=(3,), expand_ratios=(3,), depths=(1,))
+    net = small_mbv3(kernel_sizes=(3,), expand_ratios=(3,), depths=(1,))
     table = build_latency_table(net, "onnxruntime", fit_subnets=2, threads=1, progress=True, **FAST)
     assert len(table) == 9 and table.backend == "onnxruntime"
     arch = net.space.largest()
@@ -198,7 +193,7 @@ def test_onnxruntime_backend(tmp_path):
 
 
 def test_cpu_clock_table():
-    net = _small(kernel_sizes=(3,), expand_ratios=(3,))
+    net = small_mbv3(kernel_sizes=(3,), expand_ratios=(3,))
     table = build_latency_table(net, threads=1, clock="cpu", fit_subnets=2, **FAST)
     assert table.metadata["clock"] == "cpu" and all(ms > 0 for ms in table.entries.values())
     result = validate_latency(net, table, n=2, repeats=2)  # times on the table's clock
@@ -213,7 +208,7 @@ def test_backend_errors():
     ):
         measure_latency(m, (1, 1, 4, 4), "tpu")
     with pytest.raises(ValueError, match="unknown latency backend"):
-        build_latency_table(_small(), "tensorrt")
+        build_latency_table(small_mbv3(), "tensorrt")
     with pytest.raises(ValueError, match="use backend='onnxruntime' for ONNX models"):
         measure_latency(b"onnx", (1, 1, 4, 4), "torch-cpu")
     with pytest.raises(ValueError, match=r"input_shape=\(4,\) must be positive sizes"):
@@ -223,12 +218,12 @@ def test_backend_errors():
     with pytest.raises(ValueError, match=r"unknown clock 'cycles'; choose from \('wall', 'cpu'\)"):
         measure_latency(m, (1, 1, 4, 4), clock="cycles")
     with pytest.raises(ValueError, match="clock='cpu' times only the calling thread"):
-        build_latency_table(_small(), threads=2, clock="cpu")
+        build_latency_table(small_mbv3(), threads=2, clock="cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'torch-cuda' needs a CUDA device"):
             measure_latency(m, (1, 1, 4, 4), "torch-cuda")
         with pytest.raises(ValueError, match="'torch-cuda' needs a CUDA device"):
-            build_latency_table(_small(), "torch-cuda")
+            build_latency_table(small_mbv3(), "torch-cuda")
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads /proc/stat (Linux)")

@@ -41,8 +41,11 @@ from onceforall.training.checkpoint import atomic_write
 __all__ = [
     "LatencyTable",
     "LatencyValidation",
+    "TablePlan",
     "build_latency_table",
+    "compare_latency",
     "fit_line",
+    "plan_table",
     "table_drift",
     "validate_latency",
 ]
@@ -289,27 +292,16 @@ def build_latency_table(
     check_backend(backend)
     threads = resolve_threads(threads)
     check_clock(clock, backend, threads)
-    if batch_size < 1 or fit_subnets < 0:
-        raise ValueError(f"batch_size={batch_size} must be >= 1, fit_subnets={fit_subnets} >= 0")
     meta = environment(backend, threads, batch_size)
     start = time.perf_counter()
-    specs = net.latency_layer_specs()
-    archs = _fit_archs(net, fit_subnets, seed)
-    shapes = [(batch_size, *s.input_shape[1:]) for s in specs]
-    inputs = list(dict.fromkeys(shapes))
+    plan = plan_table(net, batch_size, fit_subnets, seed)
     with torch.random.fork_rng(devices=[]):  # layers get random weights; leave the global RNG be
         torch.manual_seed(seed)
         hot = _HOT_LAYERS[backend]
-        layers = ((net.build_layer(s), shape, hot) for s, shape in zip(specs, shapes, strict=True))
-        # An empty model per input shape measures the cost of a call itself, which a layer pays
-        # alone but not inside a network (for onnxruntime ~20 us per session.run, a third of a
-        # small net's layer sum). Fitting subnets are timed in the same rounds as the layers, so
-        # under the same load.
         ms = measure_many(
-            itertools.chain(
-                layers,
-                ((nn.Identity(), x, hot) for x in inputs),
-                _subnets(net, archs, batch_size),
+            (
+                (model, shape, hot if kind != "fit" else True)
+                for kind, model, shape in plan.models()
             ),
             backend,
             threads=threads,
@@ -318,29 +310,90 @@ def build_latency_table(
             clock=clock,
             progress=progress,
         )
-    empty = dict(zip(inputs, ms[len(specs) : len(specs) + len(inputs)], strict=True))
-    entries = {
-        spec: ms[i] - empty[shape]
-        for i, (spec, shape) in enumerate(zip(specs, shapes, strict=True))
-    }
-    table = LatencyTable(entries, supernet_config=net.config, metadata=meta, net=net)
-    sums = np.array([table.layer_sum(a) for a in archs])
-    measured = np.array(ms[len(specs) + len(inputs) :])
-    if archs:
-        table.scale, table.overhead_ms = fit_line(sums, measured)
-    table.metadata.update(
-        clock=clock,
-        warmup=warmup,
-        repeats=repeats,
-        build_seconds=round(time.perf_counter() - start, 2),
-        empty_call_ms={"x".join(map(str, x)): empty[x] for x in inputs},
-        fit={
-            "archs": [str(a) for a in archs],
-            "layer_sum_ms": sums.tolist(),
-            "measured_ms": measured.tolist(),
-        },
-    )
+    meta.update(clock=clock, warmup=warmup, repeats=repeats)
+    table = plan.table(ms, meta)
+    table.metadata["build_seconds"] = round(time.perf_counter() - start, 2)
     return table
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """What a latency table times, in order: every distinct layer of a supernet's space, one
+    empty model per input shape, and the whole subnets its line is fitted to.
+
+    :func:`build_latency_table` times them here; a latency kit (``onceforall.predictors.kit``)
+    exports them to ONNX and times them on another device. Either way :meth:`table` turns the
+    times into the same table.
+    """
+
+    net: Supernet
+    batch_size: int
+    specs: tuple[LayerSpec, ...]
+    shapes: tuple[tuple[int, ...], ...]  # each layer's input shape at batch_size
+    inputs: tuple[tuple[int, ...], ...]  # the distinct input shapes, one empty model each
+    archs: tuple[ArchConfig, ...]  # fitting subnets
+
+    def __len__(self) -> int:
+        return len(self.specs) + len(self.inputs) + len(self.archs)
+
+    def models(self) -> Iterator[tuple[str, nn.Module, tuple[int, ...]]]:
+        """``(kind, module, input_shape)`` in timing order; ``kind`` is ``layer``, ``empty`` or
+        ``fit``. Layers are built with random weights (seed the RNG for repeatable files).
+
+        An empty model per input shape measures the cost of a call itself, which a layer pays
+        alone but not inside a network (for onnxruntime ~20 us per session.run, a third of a
+        small net's layer sum). Fitting subnets are timed in the same rounds as the layers, so
+        under the same load.
+        """
+        for spec, shape in zip(self.specs, self.shapes, strict=True):
+            yield "layer", self.net.build_layer(spec), shape
+        for shape in self.inputs:
+            yield "empty", nn.Identity(), shape
+        for arch in self.archs:
+            shape = (self.batch_size, self.net.in_channels, arch.resolution, arch.resolution)
+            yield "fit", self.net.extract(arch), shape  # hot: as measure_latency times one model
+
+    def table(self, ms: Sequence[float], metadata: dict[str, Any]) -> LatencyTable:
+        """The table from one time per model of :meth:`models` (ms, in that order): each layer
+        less its input's empty call, and the line fitted to the subnets (:func:`fit_line`)."""
+        if len(ms) != len(self):
+            raise ValueError(f"{len(ms)} times for the {len(self)} models of the table's plan")
+        n, k = len(self.specs), len(self.inputs)
+        empty = dict(zip(self.inputs, ms[n : n + k], strict=True))
+        entries = {
+            spec: float(ms[i]) - empty[shape]
+            for i, (spec, shape) in enumerate(zip(self.specs, self.shapes, strict=True))
+        }
+        meta = {**metadata, "batch_size": self.batch_size}
+        table = LatencyTable(entries, supernet_config=self.net.config, metadata=meta, net=self.net)
+        sums = np.array([table.layer_sum(a) for a in self.archs])
+        measured = np.array(ms[n + k :], dtype=np.float64)
+        if self.archs:
+            table.scale, table.overhead_ms = fit_line(sums, measured)
+        table.metadata.update(
+            empty_call_ms={"x".join(map(str, x)): empty[x] for x in self.inputs},
+            fit={
+                "archs": [str(a) for a in self.archs],
+                "layer_sum_ms": sums.tolist(),
+                "measured_ms": measured.tolist(),
+            },
+        )
+        return table
+
+
+def plan_table(
+    net: Supernet, batch_size: int = 1, fit_subnets: int = 16, seed: int = 0
+) -> TablePlan:
+    """The :class:`TablePlan` of ``net``'s space: its distinct layers, and ``fit_subnets`` whole
+    subnets (the largest, the smallest, then random ones drawn with ``seed``)."""
+    if batch_size < 1 or fit_subnets < 0:
+        raise ValueError(f"batch_size={batch_size} must be >= 1, fit_subnets={fit_subnets} >= 0")
+    specs = tuple(net.latency_layer_specs())
+    shapes = tuple((batch_size, *s.input_shape[1:]) for s in specs)
+    inputs = tuple(dict.fromkeys(shapes))
+    return TablePlan(
+        net, batch_size, specs, shapes, inputs, tuple(_fit_archs(net, fit_subnets, seed))
+    )
 
 
 @dataclass(frozen=True)
@@ -386,8 +439,6 @@ def validate_latency(
         warmup, repeats: default to the table's.
         progress: show a tqdm progress bar.
     """
-    from scipy.stats import spearmanr  # lazily: importing scipy.stats takes ~1 s
-
     if n < 2:
         raise ValueError(f"n={n} must be >= 2 to compute a rank correlation")
     check_backend(table.backend)
@@ -404,11 +455,27 @@ def validate_latency(
             progress=progress,
         )
     )
-    measured = timed[:n]
     drift = float(np.median(timed[n:] / recorded)) if refs else None
-    mape = float(np.mean(np.abs(predicted - measured) / measured) * 100)
-    rho = float(spearmanr(predicted, measured).statistic)
-    rows = [(a, float(p), float(m)) for a, p, m in zip(archs, predicted, measured, strict=True)]
+    return compare_latency(archs, predicted, timed[:n], drift)
+
+
+def compare_latency(
+    archs: Sequence[ArchConfig],
+    predicted: Sequence[float],
+    measured: Sequence[float],
+    drift: float | None = None,
+) -> LatencyValidation:
+    """The :class:`LatencyValidation` of subnets' predicted vs measured times (ms)."""
+    from scipy.stats import spearmanr  # lazily: importing scipy.stats takes ~1 s
+
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if not (len(archs) == p.size == m.size >= 2):
+        raise ValueError(
+            f"need >= 2 archs with one prediction and time each, got {p.size}, {m.size}"
+        )
+    mape = float(np.mean(np.abs(p - m) / m) * 100)
+    rho = float(spearmanr(p, m).statistic)
+    rows = [(a, float(x), float(y)) for a, x, y in zip(archs, p, m, strict=True)]
     return LatencyValidation(rows, mape, rho, drift)
 
 

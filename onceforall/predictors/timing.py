@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from onceforall.predictors import onnx_timing
+from onceforall.predictors.onnx_timing import cpu_name
 from onceforall.static import LAYERS_VERSION
 
 __all__ = [
@@ -99,28 +100,17 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 
 def onnx_session(model: bytes | str | Path, threads: int | None = None):
-    """An ``onnxruntime.InferenceSession`` on the CPU with the options latency tables use.
-
-    ``intra_op_num_threads`` is ``threads`` (default ``torch.get_num_threads()``, so both runtimes
-    get the same cores); one inter-op thread and sequential execution, since these graphs are one
-    chain of layers; all graph optimizations (conv-BN-activation fusion), as a deployment would
-    enable. Thread spinning stays at onnxruntime's default (on), as in a default deployment.
-    Evaluate exported models with this too: a table only predicts sessions made alike.
+    """An ``onnxruntime.InferenceSession`` on the CPU with the options latency tables use (see
+    :func:`onceforall.predictors.onnx_timing.session`, which a latency kit's ``measure.py`` uses
+    on other devices too). Evaluate exported models with this too: a table only predicts
+    sessions made alike.
 
     Args:
         model: ONNX model bytes or a path to a ``.onnx`` file.
-        threads: intra-op threads.
+        threads: intra-op threads (default ``torch.get_num_threads()``, so both runtimes get the
+            same cores).
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = resolve_threads(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: no per-session warnings on stderr
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    return onnx_timing.session(model, resolve_threads(threads))
 
 
 def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
@@ -148,8 +138,7 @@ def _runner(model: Any, shape: tuple[int, ...], backend: str, threads: int) -> C
         if isinstance(model, nn.Module):
             model = onnx_bytes(model, shape)
         session = model if hasattr(model, "run") else onnx_session(model, threads)
-        feed = {session.get_inputs()[0].name: np.random.default_rng(0).random(shape, np.float32)}
-        return functools.partial(session.run, None, feed)
+        return onnx_timing.runner(session, shape)
     if not isinstance(model, nn.Module):
         raise ValueError(
             f"backend {backend!r} runs an nn.Module, got {type(model).__name__}; "
@@ -170,40 +159,32 @@ def _time_interleaved(
     clock: Callable[[], int],
     progress: bool,
 ) -> list[float]:
-    """Median time in ms (on ``clock``, or CUDA events) of one call of each of ``runs``.
+    """Median time in ms (on ``clock``, or CUDA events) of one call of each of ``runs``, in
+    interleaved rounds: see :func:`onceforall.predictors.onnx_timing.time_interleaved`, which
+    times the CPU backends (and a latency kit on its device); CUDA calls are timed with events."""
 
-    Calls are interleaved, one timed call per run per round, so a slow spell of a shared machine
-    hits every run alike instead of a few unlucky ones (which keeps their ranking), and the
-    per-call median drops the calls a preemption hit. A ``hot`` run makes an untimed call right
-    before each timed one, so it is timed as in a loop over that run alone (what
-    :func:`measure_latency` reports); a cold one finds the caches after all the other runs.
-    """
+    def rounds(r: range) -> Iterable[int]:
+        return _progress(r, progress, "timing rounds")
+
+    if not cuda:
+        return onnx_timing.time_interleaved(runs, hot, warmup, repeats, clock, rounds)
     for run in runs:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runs]
-    if cuda:
-        torch.cuda.synchronize()
-    for _ in _progress(range(repeats), progress, "timing rounds"):
-        if cuda:
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in runs]  # fmt: skip
-            for run, h, (start, end) in zip(runs, hot, events, strict=True):
-                if h:
-                    run()
-                start.record()
-                run()
-                end.record()
-            torch.cuda.synchronize()
-            for t, (start, end) in zip(times, events, strict=True):
-                t.append(start.elapsed_time(end))
-            continue
-        for t, run, h in zip(times, runs, hot, strict=True):
+    torch.cuda.synchronize()
+    for _ in rounds(range(repeats)):
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in runs]  # fmt: skip
+        for run, h, (start, end) in zip(runs, hot, events, strict=True):
             if h:
                 run()
-            t0 = clock()
+            start.record()
             run()
-            t.append((clock() - t0) / 1e6)
+            end.record()
+        torch.cuda.synchronize()
+        for t, (start, end) in zip(times, events, strict=True):
+            t.append(start.elapsed_time(end))
     return [statistics.median(t) for t in times]
 
 
@@ -283,15 +264,6 @@ def measure_latency(
     finally:
         if was_training:
             model.train()
-
-
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo where it exists)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _busy_seconds() -> float:

@@ -1,0 +1,292 @@
+"""Latency kits: a run's latency table measured on another device, with onnxruntime alone.
+
+A latency table is built by timing every distinct layer of the space on the device that will run
+the model. ``onceforall latency build`` does that on the machine onceforall runs on; a phone, a
+single-board computer or an inference server often cannot run torch, or should not have to. A
+kit carries the same measurement there:
+
+1. :func:`write_kit` (``onceforall latency kit RUN_DIR --out KIT``) exports what a table times
+   (:class:`~onceforall.predictors.latency.TablePlan`: each distinct layer, an empty model per
+   input shape, the whole subnets its line is fitted to) as ONNX files, plus random subnets to
+   validate the table with, a manifest, and ``measure.py``
+   (:mod:`onceforall.predictors.onnx_timing`, which needs only numpy and onnxruntime).
+2. On the device: ``python measure.py KIT`` times them exactly as the local ``onnxruntime``
+   backend does (same session options, warm-up, interleaved rounds, medians) and writes
+   ``measurements.json``.
+3. :func:`import_measurements` (``onceforall latency import RUN_DIR measurements.json``) turns
+   the times into the run's table for that device, and scores it on the validation subnets
+   timed in the same rounds (MAPE, Spearman), as ``onceforall latency validate`` does locally.
+   ``onceforall search RUN_DIR --device NAME`` then searches with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onceforall.arch import ArchConfig, as_generator
+from onceforall.predictors import onnx_timing
+from onceforall.predictors.latency import (
+    LatencyTable,
+    LatencyValidation,
+    compare_latency,
+    plan_table,
+)
+from onceforall.predictors.timing import LATENCY_THREADS, onnx_bytes
+from onceforall.static import LAYERS_VERSION
+from onceforall.supernets import Supernet
+from onceforall.supernets.base import LayerSpec
+
+__all__ = ["import_measurements", "read_measurements", "write_kit"]
+
+_README = """\
+# onceforall latency kit
+
+Times every distinct layer of a onceforall supernet's space ({layers} layers), {fit} whole
+subnets (the table's fitted line) and {validate} random subnets (its validation) with ONNX
+Runtime, on the device that will run the model. It needs Python 3.8+, numpy and onnxruntime;
+no torch, no onceforall.
+
+On the device, from this directory's parent:
+
+    python {name}/measure.py {name} --name "my device"     # writes {name}/measurements.json
+
+(`--threads N`, `--providers XnnpackExecutionProvider,CPUExecutionProvider`, `--help`.)
+Keep the device otherwise idle while it runs. Then, where onceforall and the run are:
+
+    onceforall latency import RUN_DIR {name}/measurements.json
+    onceforall search RUN_DIR --latency-ms 5 --device "my device"
+
+`python measure.py --model model.onnx --shape 1,C,R,R` times one exported model the same way.
+"""
+
+
+def write_kit(
+    net: Supernet,
+    out: str | Path,
+    *,
+    batch_size: int = 1,
+    threads: int = LATENCY_THREADS,
+    warmup: int = 10,
+    repeats: int = 50,
+    fit_subnets: int = 16,
+    validate_subnets: int = 20,
+    seed: int = 0,
+    validate_seed: int = 1,
+    progress: bool = False,
+) -> Path:
+    """Write a latency kit for ``net``'s space into the new directory ``out`` (see module doc).
+
+    Args:
+        net: the supernet (a run's), whose space the table covers.
+        out: a directory that must not exist yet (or be empty).
+        batch_size: input batch of every model.
+        threads, warmup, repeats: the defaults ``measure.py`` times with (those of the run's
+            own tables: one thread, 10 untimed calls, the median of 50 rounds).
+        fit_subnets, seed: the subnets the table's line is fitted to (as
+            :func:`~onceforall.predictors.latency.build_latency_table`).
+        validate_subnets, validate_seed: random subnets timed in the same rounds, to score
+            the table on the device (0 for none; the scores need at least 2).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        FileExistsError: ``out`` holds files already.
+        ValueError: bad sizes.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty directory; choose another --out")
+    if validate_subnets < 0 or threads < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(
+            f"validate_subnets={validate_subnets} must be >= 0, threads={threads} and "
+            f"repeats={repeats} >= 1, warmup={warmup} >= 0"
+        )
+    plan = plan_table(net, batch_size, fit_subnets, seed)
+    g = as_generator(validate_seed)
+    validate = [net.space.sample(g) for _ in range(validate_subnets)]
+    archs = iter([*plan.archs, *validate])
+    specs = iter(plan.specs)
+    models: list[dict[str, Any]] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "models").mkdir()
+        items = itertools.chain(
+            plan.models(),
+            (("validate", net.extract(a), _input(net, a, batch_size)) for a in validate),
+        )
+        if progress:
+            from tqdm.auto import tqdm
+
+            items = tqdm(items, total=len(plan) + len(validate), desc="exporting", leave=False)
+        with torch.random.fork_rng(devices=[]):  # layers get random weights, seeded
+            torch.manual_seed(seed)
+            for i, (kind, module, shape) in enumerate(items):
+                entry: dict[str, Any] = {
+                    "file": f"models/{i:04d}-{kind}.onnx",
+                    "kind": kind,
+                    "input_shape": list(shape),
+                    "hot": True,  # as the onnxruntime backend times layers and subnets
+                }
+                if kind == "layer":
+                    entry["spec"] = next(specs).to_dict()
+                elif kind in ("fit", "validate"):
+                    entry["arch"] = str(next(archs))
+                (tmp / entry["file"]).write_bytes(onnx_bytes(module, shape))
+                models.append(entry)
+        manifest = {
+            "format": onnx_timing.KIT_FORMAT,
+            "version": onnx_timing.KIT_VERSION,
+            "backend": "onnxruntime",
+            "supernet": net.config,
+            "layers_version": LAYERS_VERSION,
+            "batch_size": batch_size,
+            "threads": threads,
+            "warmup": warmup,
+            "repeats": repeats,
+            "seed": seed,
+            "validate_seed": validate_seed,
+            "models": models,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / onnx_timing.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        shutil.copyfile(onnx_timing.__file__, tmp / "measure.py")
+        readme = _README.format(
+            layers=len(plan.specs), fit=len(plan.archs), validate=len(validate), name=out.name
+        )
+        (tmp / "README.md").write_text(readme)
+        if out.exists():
+            out.rmdir()  # empty: checked above
+        tmp.rename(out)  # the kit appears whole or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _input(net: Supernet, arch: ArchConfig, batch_size: int) -> tuple[int, ...]:
+    return (batch_size, net.in_channels, arch.resolution, arch.resolution)
+
+
+def read_measurements(path: str | Path) -> dict[str, Any]:
+    """A ``measurements.json`` that a kit's ``measure.py`` wrote, checked for format, version,
+    completeness and that its manifest is the kit's own (a clear error otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: run `python KIT/measure.py KIT` on the device first"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); copy measurements.json over again") from exc
+    fmt, version = data.get("format"), data.get("version")
+    if fmt != onnx_timing.MEASUREMENTS_FORMAT or version != onnx_timing.KIT_VERSION:
+        raise ValueError(
+            f"{path} is not the measurements of a onceforall latency kit of version "
+            f"{onnx_timing.KIT_VERSION} (format {fmt!r}, version {version!r})"
+        )
+    manifest = data.get("manifest") or {}
+    if onnx_timing.manifest_digest(manifest) != data.get("manifest_digest"):
+        raise ValueError(f"{path}: its manifest was altered after the measurement; measure again")
+    ms = data.get("ms")
+    models = manifest.get("models", [])
+    if not isinstance(ms, list) or len(ms) != len(models):
+        raise ValueError(f"{path}: {len(ms or [])} times for the kit's {len(models)} models")
+    if not all(isinstance(v, (int, float)) and v > 0 for v in ms):
+        raise ValueError(f"{path}: times must be positive numbers of milliseconds")
+    return data
+
+
+def import_measurements(
+    net: Supernet, measurements: str | Path | dict[str, Any], *, device: str | None = None
+) -> tuple[LatencyTable, LatencyValidation | None]:
+    """The latency table a kit's measurements make for ``net``, and its validation.
+
+    Args:
+        net: the supernet the kit was written for (its config must match the kit's).
+        measurements: the ``measurements.json`` path, or its parsed content.
+        device: the device's name in the table (default: the name ``measure.py`` recorded).
+
+    Returns:
+        ``(table, validation)``: the table bound to ``net``, its ``metadata["device"]`` the
+        device's name; the validation scores it on the kit's random subnets (``None`` without
+        at least two).
+
+    Raises:
+        ValueError: the measurements belong to another supernet or onceforall layer version,
+            or are incomplete.
+    """
+    data = measurements if isinstance(measurements, dict) else read_measurements(measurements)
+    manifest = data["manifest"]
+    if manifest["supernet"] != net.config:
+        raise ValueError(
+            f"the kit was written for the supernet {manifest['supernet']}, not this run's "
+            f"{net.config}; write a kit for this run (onceforall latency kit RUN_DIR)"
+        )
+    if manifest["layers_version"] != LAYERS_VERSION:
+        raise ValueError(
+            f"the kit timed onceforall's subnet layers of version {manifest['layers_version']}, "
+            f"these are version {LAYERS_VERSION}; write a new kit and measure it again"
+        )
+    models = manifest["models"]
+    kinds = [m["kind"] for m in models]
+    fit = [ArchConfig.parse(m["arch"]) for m in models if m["kind"] == "fit"]
+    plan = plan_table(net, manifest["batch_size"], len(fit), manifest["seed"])
+    specs = [LayerSpec.from_dict(m["spec"]) for m in models if m["kind"] == "layer"]
+    if (
+        list(plan.specs) != specs
+        or list(plan.archs) != fit
+        or kinds[: len(plan)]
+        != [
+            *["layer"] * len(plan.specs),
+            *["empty"] * len(plan.inputs),
+            *["fit"] * len(plan.archs),
+        ]
+    ):
+        raise ValueError(
+            "the kit's models are not this supernet's table plan (another onceforall version "
+            "wrote it?); write a new kit with this one"
+        )
+    dev = data["device"]
+    metadata = {
+        "backend": "onnxruntime",
+        "layers_version": LAYERS_VERSION,
+        "device": device or dev["name"],
+        "cpu": dev.get("cpu"),
+        "threads": data["threads"],
+        "batch_size": manifest["batch_size"],
+        "onnxruntime": dev.get("onnxruntime"),
+        "python": dev.get("python"),
+        "platform": dev.get("platform"),
+        "providers": data.get("providers"),
+        "loadavg": dev.get("loadavg"),
+        "created": data.get("created"),
+        "source": "latency kit",
+        "clock": data.get("clock", "wall"),
+        "warmup": data["warmup"],
+        "repeats": data["repeats"],
+    }
+    ms = [float(v) for v in data["ms"]]
+    table = plan.table(ms[: len(plan)], metadata)
+    validate = [
+        (ArchConfig.parse(m["arch"]), t)
+        for m, t in zip(models, ms, strict=True)
+        if m["kind"] == "validate"
+    ]
+    validation = None
+    if len(validate) >= 2:
+        archs = [a for a, _ in validate]
+        validation = compare_latency(archs, table.predict_many(archs), [t for _, t in validate])
+        table.metadata["validation"] = {"n": len(archs), "mape": validation.mape,
+                                        "spearman": validation.spearman}  # fmt: skip
+    return table, validation

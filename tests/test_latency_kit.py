@@ -1,0 +1,186 @@
+"""Latency kits: a table measured on another device with onnxruntime alone, then imported."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import onceforall as ofa
+from onceforall.cli import main as cli_main
+from onceforall.predictors import onnx_timing
+from onceforall.predictors.kit import import_measurements, read_measurements, write_kit
+from onceforall.predictors.latency import plan_table
+from onceforall.run import Run
+from tests.conftest import small_mbv3
+
+FAST = {"warmup": 1, "repeats": 3}
+
+# Runs a script with torch and onceforall made unimportable: what a device without them has.
+_NO_TORCH = """
+import runpy, sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "onceforall"):
+            raise ImportError("not on this device: " + name)
+sys.meta_path.insert(0, _Block())
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def _measure(kit: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, str(kit / "measure.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def net() -> ofa.Supernet:
+    return small_mbv3()
+
+
+@pytest.fixture(scope="module")
+def measured_kit(net, tmp_path_factory) -> Path:
+    """A kit of the small net, measured by its measure.py with torch unimportable."""
+    kit = write_kit(
+        net, tmp_path_factory.mktemp("kits") / "kit", fit_subnets=4, validate_subnets=4, **FAST
+    )
+    done = _measure(kit, str(kit), "--name", "Test Board", "--quiet")
+    assert done.returncode == 0, done.stderr
+    return kit
+
+
+def test_measure_script_needs_only_numpy_and_onnxruntime_on_python_3_8():
+    source = Path(onnx_timing.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 8))  # a device's Python may be old
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names)
+    assert third_party == {"numpy", "onnxruntime"}
+
+
+def test_kit_holds_what_a_table_times_plus_validation_subnets(net, measured_kit):
+    manifest = onnx_timing.read_manifest(measured_kit)
+    plan = plan_table(net, 1, 4, 0)
+    kinds = [m["kind"] for m in manifest["models"]]
+    assert kinds.count("layer") == len(net.latency_layer_specs()) == len(plan.specs)
+    assert kinds.count("empty") == len(plan.inputs) and kinds.count("fit") == 4
+    assert kinds.count("validate") == 4
+    assert manifest["supernet"] == net.config and manifest["threads"] == 1
+    for m in manifest["models"]:
+        assert (measured_kit / m["file"]).stat().st_size > 0
+    assert (measured_kit / "measure.py").read_text() == Path(onnx_timing.__file__).read_text()
+    assert "measure.py" in (measured_kit / "README.md").read_text()
+
+
+def test_imported_table_predicts_the_device_subnets(net, measured_kit):
+    data = read_measurements(measured_kit / "measurements.json")
+    assert data["device"]["name"] == "Test Board" and data["repeats"] == FAST["repeats"]
+    table, validation = import_measurements(net, data)
+    assert len(table) == len(net.latency_layer_specs())
+    assert table.backend == "onnxruntime" and table.metadata["device"] == "Test Board"
+    assert table.metadata["source"] == "latency kit" and table.scale > 0
+    assert validation is not None and len(validation.rows) == 4
+    # The device timed these subnets in the same rounds: the table tracks them (loose bound).
+    for _, predicted, measured in validation.rows:
+        assert 0.25 < predicted / measured < 4
+    assert table.metadata["validation"]["mape"] == validation.mape
+    renamed, _ = import_measurements(net, data, device="Other Name")
+    assert renamed.metadata["device"] == "Other Name"
+    assert renamed.predict(net.space.largest()) == table.predict(net.space.largest())
+
+
+def test_measurements_of_another_supernet_or_altered_are_refused(net, measured_kit, tmp_path):
+    data = read_measurements(measured_kit / "measurements.json")
+    with pytest.raises(ValueError, match="written for the supernet"):
+        import_measurements(small_mbv3(expand_ratios=(3, 4)), data)
+    altered = json.loads(json.dumps(data))
+    altered["manifest"]["seed"] = 7
+    path = tmp_path / "altered.json"
+    path.write_text(json.dumps(altered))
+    with pytest.raises(ValueError, match="altered"):
+        read_measurements(path)
+    short = json.loads(json.dumps(data))
+    short["ms"] = short["ms"][:-1]
+    path.write_text(json.dumps(short))
+    with pytest.raises(ValueError, match="times for the kit's"):
+        read_measurements(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        read_measurements(path)
+    with pytest.raises(FileNotFoundError, match=r"measure\.py"):
+        read_measurements(tmp_path / "missing.json")
+
+
+def test_write_kit_never_writes_into_existing_files(net, measured_kit, tmp_path):
+    before = sorted(p.name for p in measured_kit.iterdir())
+    with pytest.raises(FileExistsError, match="another --out"):
+        write_kit(net, measured_kit, fit_subnets=2, validate_subnets=0, **FAST)
+    assert sorted(p.name for p in measured_kit.iterdir()) == before
+    assert not [p for p in measured_kit.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_measure_script_refuses_to_overwrite_and_times_one_model(measured_kit):
+    again = _measure(measured_kit, str(measured_kit), "--quiet")
+    assert again.returncode == 2 and "--force" in again.stderr
+    model = next((measured_kit / "models").glob("*-fit.onnx"))
+    one = _measure(measured_kit, "--model", str(model), "--shape", "1,1,24,24", "--repeats", "3")
+    assert one.returncode == 0, one.stderr
+    assert f"{model}: " in one.stdout and " ms (median of 3 calls" in one.stdout
+    bad = _measure(measured_kit, "--model", str(model))
+    assert bad.returncode == 2 and "--shape" in bad.stderr
+    missing = _measure(measured_kit, str(measured_kit.parent / "nope"))
+    assert missing.returncode == 2 and "latency kit" in missing.stderr
+
+
+def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    kit = tmp_path / "board_kit"
+    timing = ["--warmup", str(FAST["warmup"]), "--repeats", str(FAST["repeats"])]
+    assert cli_main(["latency", "kit", str(run_dir), "--out", str(kit), "--n", "3", *timing]) == 0
+    assert "measure.py" in capsys.readouterr().out
+    done = _measure(kit, str(kit), "--name", "Board X", "--quiet")
+    assert done.returncode == 0, done.stderr
+    measurements = str(kit / "measurements.json")
+    assert cli_main(["latency", "import", str(run_dir), measurements]) == 0
+    out = capsys.readouterr().out
+    assert "3 random subnets on Board X: MAPE" in out and "--device 'Board X'" in out
+    tables = list((run_dir / "latency").glob("onnxruntime-t1-b1-board-x.json"))
+    assert len(tables) == 1
+    before = tables[0].read_bytes()
+    assert cli_main(["latency", "import", str(run_dir), measurements]) == 2
+    assert "--force" in capsys.readouterr().err and tables[0].read_bytes() == before
+
+    run = Run.open(run_dir)
+    largest = run.net.space.largest()
+    common = ["--samples", "24", "--json", "--device", "Board X"]
+    budget = ofa.predictors.LatencyTable.load(tables[0]).predict(largest)
+    assert cli_main(["search", str(run_dir), "--latency-ms", str(budget), *common]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["latency_ms"] <= budget for r in rows)
+    assert all(r["measured_latency_ms"] is None for r in rows)  # the device is elsewhere
+    assert not list((run_dir / "latency").glob("onnxruntime-t1-b1-intel*"))  # no local table
+    assert cli_main(["search", str(run_dir), "--latency-ms", "1", "--device", "Phone"]) == 2
+    err = capsys.readouterr().err
+    assert "no latency table for device 'Phone'" in err and "Board X" in err
+    assert "onceforall latency kit" in err
+    code = cli_main(["search", str(run_dir), "--backend", "torch-cpu", "--device", "Board X"])
+    assert code == 2 and "use backend onnxruntime" in capsys.readouterr().err
+    assert cli_main(["latency", "import", str(run_dir)]) == 2
+    assert "needs the measurements file" in capsys.readouterr().err
+    assert cli_main(["latency", "kit", str(run_dir)]) == 2
+    assert "--out DIR" in capsys.readouterr().err
