@@ -201,8 +201,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         force=args.force,
         measure=not args.no_measure,
         threads=args.threads,
+        device=args.device,
     )
     lat = "-" if card["latency_ms"] is None else f"{card['latency_ms']:.3f} ms ({card['backend']})"
+    if args.device:
+        lat += f"; {card['device_latency_ms']:.3f} ms predicted on {args.device}"
     print(
         f"exported {Path(args.out) / card['file']} and {Path(args.out) / 'card.json'}: "
         f"test {card['test_accuracy']:.2f}%, holdout {card['holdout_accuracy']:.2f}%, "
@@ -474,6 +477,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")
     ex.add_argument("--no-measure", action="store_true", help="do not time the model")
     ex.add_argument("--threads", type=int, help="latency threads (default 1, as search's tables)")
+    ex.add_argument(
+        "--device",
+        help="also record the latency predicted on a device measured through a latency kit",
+    )
     ex.add_argument("--force", action="store_true", help="overwrite an existing export")
     ex.set_defaults(func=_cmd_export)
 

@@ -81,6 +81,7 @@ def export_subnet(
     force: bool = False,
     measure: bool = True,
     threads: int | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Write the BN-recalibrated subnet at ``arch`` of a run as ``fmt`` plus ``card.json``.
 
@@ -97,6 +98,9 @@ def export_subnet(
             (:data:`~onceforall.predictors.LATENCY_THREADS`) is what
             ``onceforall search`` and its latency tables use, so the card's latency compares
             with theirs.
+        device: a device whose latency table was measured through a latency kit
+            (``onceforall latency import``): the card also carries ``device`` and
+            ``device_latency_ms``, that table's prediction for the subnet there.
 
     Returns:
         The card (also written to ``out_dir/card.json``): arch, resolution, in_channels,
@@ -117,6 +121,12 @@ def export_subnet(
     file_name, default_backend = FORMATS[fmt]
     if (out / CARD_FILE).exists() and not force:
         raise FileExistsError(f"{out} already holds an export; pass --force to overwrite it")
+    on_device = {}
+    if device is not None:  # before anything is written: a missing table is an error
+        from onceforall.specialize import Specializer
+
+        table = Specializer(run, threads=threads, progress=False, device=device).latency_table
+        on_device = {"device": device, "device_latency_ms": table.predict(arch)}
     out.mkdir(parents=True, exist_ok=True)
     model = run.subnet(arch, weights=weights).cpu()
     data = run.data
@@ -155,6 +165,7 @@ def export_subnet(
         "backend": backend,
         "threads": threads if measure else None,
         "batch_size": 1,
+        **on_device,
         "format": fmt,
         "file": file_name,
         "finetuned": weights is not None,

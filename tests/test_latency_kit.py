@@ -180,6 +180,16 @@ def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, ca
     assert "onceforall latency kit" in err
     code = cli_main(["search", str(run_dir), "--backend", "torch-cpu", "--device", "Board X"])
     assert code == 2 and "use backend onnxruntime" in capsys.readouterr().err
+    out_dir = tmp_path / "export"
+    arch = rows[0]["arch"]
+    argv = ["export", str(run_dir), "--arch", arch, "--format", "onnx", "--out", str(out_dir)]
+    assert cli_main([*argv, "--no-measure", "--device", "Board X"]) == 0
+    assert "ms predicted on Board X" in capsys.readouterr().out
+    card = json.loads((out_dir / "card.json").read_text())
+    assert card["device"] == "Board X" and card["device_latency_ms"] == rows[0]["latency_ms"]
+    assert cli_main([*argv, "--force", "--device", "Phone"]) == 2
+    assert "no latency table for device 'Phone'" in capsys.readouterr().err
+    assert json.loads((out_dir / "card.json").read_text()) == card  # untouched
     assert cli_main(["latency", "import", str(run_dir)]) == 2
     assert "needs the measurements file" in capsys.readouterr().err
     assert cli_main(["latency", "kit", str(run_dir)]) == 2
