@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import onceforall as ofa
+from benchmarks.latency_kit import measure_without_torch
 from onceforall.cli import main as cli_main
 from onceforall.predictors import onnx_timing
 from onceforall.predictors.kit import import_measurements, read_measurements, write_kit
@@ -21,26 +22,9 @@ from tests.conftest import small_mbv3
 
 FAST = {"warmup": 1, "repeats": 3}
 
-# Runs a script with torch and onceforall made unimportable: what a device without them has.
-_NO_TORCH = """
-import runpy, sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "onceforall"):
-            raise ImportError("not on this device: " + name)
-sys.meta_path.insert(0, _Block())
-script, sys.argv = sys.argv[1], sys.argv[1:]
-runpy.run_path(script, run_name="__main__")
-"""
-
 
 def _measure(kit: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", _NO_TORCH, str(kit / "measure.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return measure_without_torch(kit, *args, timeout=300)
 
 
 @pytest.fixture(scope="module")
