@@ -120,7 +120,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from onceforall.run import Run
-    from onceforall.specialize import Specializer
+    from onceforall.specialize import Specializer, device_slug
 
     run = Run.open(args.run_dir)
     spec = Specializer(
@@ -152,7 +152,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.pareto:
         from onceforall.report import plot_pareto
 
-        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{args.backend}.png")
+        where = args.backend + (f"-{device_slug(args.device)}" if args.device else "")
+        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{where}.png")
         plot_pareto(front, picks, plot, objective=args.objective)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -42,7 +42,7 @@ from onceforall.search import (
 )
 from onceforall.static import LAYERS_VERSION
 
-__all__ = ["Pick", "Specializer", "device_tables", "latency_table_path"]
+__all__ = ["Pick", "Specializer", "device_slug", "device_tables", "latency_table_path"]
 
 
 def latency_table_path(
@@ -56,8 +56,12 @@ def latency_table_path(
 
     if device is None:
         device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
-    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"
-    return run.path / "latency" / f"{backend}-t{threads}-b{batch_size}-{slug}.json"
+    return run.path / "latency" / f"{backend}-t{threads}-b{batch_size}-{device_slug(device)}.json"
+
+
+def device_slug(device: str) -> str:
+    """A device name as a file-name part: lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"
 
 
 def device_tables(run: Run) -> list[tuple[str, Path]]:
