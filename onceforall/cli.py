@@ -320,7 +320,7 @@ def _latency_kit(run, args: argparse.Namespace, timing: dict) -> int:
         return 0
     if args.file is None:
         raise ValueError("latency import needs the measurements file: RUN_DIR MEASUREMENTS")
-    data = read_measurements(args.file)
+    data = read_measurements(args.file, args.kit)
     table, validation = import_measurements(run.net, data, device=args.device)
     device = table.metadata["device"]
     path = latency_table_path(run, "onnxruntime", table.metadata["threads"], device=device)
@@ -508,6 +508,11 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("file", nargs="?", help="import: the measurements.json from measure.py")
     la.add_argument("--out", help="kit: the new directory to write the kit into")
     la.add_argument("--device", help="import: the device's name (default: the one measured)")
+    la.add_argument(
+        "--kit",
+        help="import: the kit, for measurements without its manifest (another harness's; "
+        "default: the measurements file's directory)",
+    )
     la.add_argument("--backend", default="onnxruntime", choices=backends)
     la.add_argument("--threads", type=int)
     la.add_argument("--n", type=int, help="random subnets to validate on (default 30; kit: 20)")

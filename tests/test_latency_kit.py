@@ -95,7 +95,7 @@ def test_measurements_of_another_supernet_or_altered_are_refused(net, measured_k
     altered["manifest"]["seed"] = 7
     path = tmp_path / "altered.json"
     path.write_text(json.dumps(altered))
-    with pytest.raises(ValueError, match="altered"):
+    with pytest.raises(ValueError, match="manifest was altered"):
         read_measurements(path)
     short = json.loads(json.dumps(data))
     short["ms"] = short["ms"][:-1]
@@ -107,6 +107,40 @@ def test_measurements_of_another_supernet_or_altered_are_refused(net, measured_k
         read_measurements(path)
     with pytest.raises(FileNotFoundError, match=r"measure\.py"):
         read_measurements(tmp_path / "missing.json")
+
+
+def test_another_harness_measurements_import_with_the_kit_beside_them(net, measured_kit, tmp_path):
+    """An app or C++ harness writes only what the module doc of onnx_timing asks for."""
+    data = read_measurements(measured_kit / "measurements.json")
+    minimal = {k: data[k] for k in ("format", "version", "kit_id", "threads", "warmup", "repeats")}
+    minimal.update(device={"name": "App Harness"}, ms=data["ms"])
+    beside = measured_kit / "app.json"
+    beside.write_text(json.dumps(minimal))
+    try:
+        table, validation = import_measurements(net, beside)
+        reference, _ = import_measurements(net, data)
+        assert table.metadata["device"] == "App Harness" and validation is not None
+        assert table.predict(net.space.smallest()) == reference.predict(net.space.smallest())
+        elsewhere = tmp_path / "app.json"
+        elsewhere.write_text(json.dumps(minimal))
+        with pytest.raises(FileNotFoundError, match="--kit KIT"):
+            read_measurements(elsewhere)
+        assert read_measurements(elsewhere, measured_kit)["manifest"] == data["manifest"]
+        elsewhere.write_text(json.dumps({**minimal, "kit_id": "0" * 16}))
+        with pytest.raises(ValueError, match="import it with the kit it came from"):
+            read_measurements(elsewhere, measured_kit)
+        elsewhere.write_text(json.dumps({k: v for k, v in minimal.items() if k != "device"}))
+        with pytest.raises(ValueError, match="lacks"):
+            read_measurements(elsewhere, measured_kit)
+    finally:
+        beside.unlink()
+    copy = tmp_path / "kit_copy"
+    shutil.copytree(measured_kit, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["repeats"] = 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="altered after the kit was written"):
+        onnx_timing.read_manifest(copy)
 
 
 def test_write_kit_never_writes_into_existing_files(net, measured_kit, tmp_path):

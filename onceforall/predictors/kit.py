@@ -65,6 +65,9 @@ Keep the device otherwise idle while it runs. Then, where onceforall and the run
     onceforall search RUN_DIR --latency-ms 5 --device "my device"
 
 `python measure.py --model model.onnx --shape 1,C,R,R` times one exported model the same way.
+Where Python cannot run (an Android or iOS app, a C++ harness with the device's own onnxruntime
+build), time `manifest.json`'s models as the docstring at the top of `measure.py` describes and
+write the JSON it names; `onceforall latency import RUN_DIR that.json --kit {name}` takes it.
 """
 
 
@@ -158,6 +161,7 @@ def write_kit(
             "models": models,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        manifest["kit_id"] = onnx_timing.kit_id(manifest)
         (tmp / onnx_timing.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.copyfile(onnx_timing.__file__, tmp / "measure.py")
         readme = _README.format(
@@ -177,9 +181,16 @@ def _input(net: Supernet, arch: ArchConfig, batch_size: int) -> tuple[int, ...]:
     return (batch_size, net.in_channels, arch.resolution, arch.resolution)
 
 
-def read_measurements(path: str | Path) -> dict[str, Any]:
-    """A ``measurements.json`` that a kit's ``measure.py`` wrote, checked for format, version,
-    completeness and that its manifest is the kit's own (a clear error otherwise)."""
+def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[str, Any]:
+    """Measurements of a kit's models (``measure.py``'s ``measurements.json``, or another
+    harness's: see :mod:`onceforall.predictors.onnx_timing`), with the kit's manifest under
+    ``"manifest"``: theirs if they carry it, else ``kit``'s (default: the directory the file is
+    in). Checked for format, version, the kit's identity and completeness.
+
+    Raises:
+        FileNotFoundError: no such file, or no manifest to go with it.
+        ValueError: not measurements of this kit, or incomplete.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -195,27 +206,50 @@ def read_measurements(path: str | Path) -> dict[str, Any]:
             f"{path} is not the measurements of a onceforall latency kit of version "
             f"{onnx_timing.KIT_VERSION} (format {fmt!r}, version {version!r})"
         )
-    manifest = data.get("manifest") or {}
-    if onnx_timing.manifest_digest(manifest) != data.get("manifest_digest"):
-        raise ValueError(f"{path}: its manifest was altered after the measurement; measure again")
+    manifest = data.get("manifest")
+    if manifest is None:
+        kit = Path(kit) if kit is not None else path.parent
+        if not (kit / onnx_timing.MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"{path} does not carry the kit's manifest and {kit} holds none: pass the kit "
+                "directory (--kit KIT)"
+            )
+        manifest = onnx_timing.read_manifest(kit)
+    elif manifest.get("kit_id") != onnx_timing.kit_id(manifest):
+        raise ValueError(f"{path}: its copy of the manifest was altered; measure again")
+    if data.get("kit_id") != manifest.get("kit_id"):
+        raise ValueError(
+            f"{path} measured kit {data.get('kit_id')!r}, not {manifest.get('kit_id')!r} (the "
+            "manifest beside it); import it with the kit it came from"
+        )
     ms = data.get("ms")
     models = manifest.get("models", [])
     if not isinstance(ms, list) or len(ms) != len(models):
         raise ValueError(f"{path}: {len(ms or [])} times for the kit's {len(models)} models")
     if not all(isinstance(v, (int, float)) and v > 0 for v in ms):
         raise ValueError(f"{path}: times must be positive numbers of milliseconds")
-    return data
+    missing = [k for k in ("device", "threads", "warmup", "repeats") if k not in data]
+    if missing or not data["device"].get("name"):
+        raise ValueError(f"{path} lacks {missing or ['device.name']}")
+    return {**data, "manifest": manifest}
 
 
 def import_measurements(
-    net: Supernet, measurements: str | Path | dict[str, Any], *, device: str | None = None
+    net: Supernet,
+    measurements: str | Path | dict[str, Any],
+    *,
+    device: str | None = None,
+    kit: str | Path | None = None,
 ) -> tuple[LatencyTable, LatencyValidation | None]:
     """The latency table a kit's measurements make for ``net``, and its validation.
 
     Args:
         net: the supernet the kit was written for (its config must match the kit's).
-        measurements: the ``measurements.json`` path, or its parsed content.
-        device: the device's name in the table (default: the name ``measure.py`` recorded).
+        measurements: the ``measurements.json`` path, or what :func:`read_measurements`
+            returns for it.
+        device: the device's name in the table (default: the name the measurement recorded).
+        kit: the kit directory, for measurements that do not carry its manifest (default: the
+            directory the measurements are in).
 
     Returns:
         ``(table, validation)``: the table bound to ``net``, its ``metadata["device"]`` the
@@ -226,7 +260,7 @@ def import_measurements(
         ValueError: the measurements belong to another supernet or onceforall layer version,
             or are incomplete.
     """
-    data = measurements if isinstance(measurements, dict) else read_measurements(measurements)
+    data = measurements if isinstance(measurements, dict) else read_measurements(measurements, kit)
     manifest = data["manifest"]
     if manifest["supernet"] != net.config:
         raise ValueError(

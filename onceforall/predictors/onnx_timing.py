@@ -14,6 +14,17 @@ On the device (``python measure.py --help`` for all options)::
 
 The first writes ``KIT_DIR/measurements.json``; ``onceforall latency import RUN_DIR
 measurements.json`` turns it into the run's latency table for that device.
+
+Another harness (an Android or iOS app, a C++ program with the device's own runtime build) can
+stand in for this script. It must time the kit's models as :func:`measure_kit` does: every model
+of ``manifest.json``'s ``models`` on a random float32 input of its ``input_shape``, ``warmup``
+untimed calls each, then ``repeats`` rounds that each time one call of every model in order (with
+an untimed call right before the timed one where ``hot``), each model's median in milliseconds;
+one inter-op thread, sequential execution, all graph optimizations, ``threads`` intra-op
+threads. Then it writes, beside ``manifest.json``, a JSON object with at least::
+
+    {"format": "onceforall-latency-measurements", "version": 1, "kit_id": <the manifest's>,
+     "device": {"name": "..."}, "threads": T, "warmup": W, "repeats": R, "ms": [one per model]}
 """
 
 from __future__ import annotations
@@ -117,9 +128,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """A short fingerprint of a kit's manifest, carried by its measurements."""
-    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+def kit_id(manifest: dict[str, Any]) -> str:
+    """A kit's identity: a digest of its manifest's content (all but ``kit_id`` itself), which
+    the manifest and the measurements of the kit carry. A manifest edited after it was written
+    no longer matches its own ``kit_id``."""
+    content = {k: v for k, v in manifest.items() if k != "kit_id"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -137,6 +151,8 @@ def read_manifest(kit: str | Path) -> dict[str, Any]:
             f"{manifest.get('format')!r}, version {manifest.get('version')!r}); make the kit with "
             "the onceforall that will import its measurements"
         )
+    if manifest.get("kit_id") != kit_id(manifest):
+        raise ValueError(f"{path} was altered after the kit was written; write a new kit")
     return manifest
 
 
@@ -188,8 +204,8 @@ def measure_kit(
     return {
         "format": MEASUREMENTS_FORMAT,
         "version": KIT_VERSION,
-        "manifest": manifest,
-        "manifest_digest": manifest_digest(manifest),
+        "kit_id": manifest["kit_id"],
+        "manifest": manifest,  # so the measurements alone suffice to import
         "device": {
             "name": name or cpu,
             "cpu": cpu,
