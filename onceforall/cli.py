@@ -253,6 +253,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     if args.file is not None:
         parser_hint = "only `latency import RUN_DIR MEASUREMENTS` takes a file"
         raise ValueError(f"unexpected argument {args.file!r}: {parser_hint}")
+    if args.action == "list":
+        return _latency_list(run)
     from onceforall.predictors.latency import validate_latency
     from onceforall.specialize import Specializer, latency_table_path
 
@@ -277,6 +279,44 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         if args.threads:
             rebuild += f" --threads {args.threads}"
         print(_drift_line(v.drift, rebuild + " --force"))
+    return 0
+
+
+def _latency_list(run) -> int:
+    """The run's latency tables: device, backend, settings, where they came from."""
+    from onceforall.specialize import latency_tables
+
+    rows = []
+    for path, meta in latency_tables(run):
+        check = meta.get("validation") or {}
+        rows.append(
+            {
+                "device": meta.get("device", "?"),
+                "backend": meta.get("backend", "?"),
+                "threads": meta.get("threads"),
+                "layers": meta.get("layers"),
+                "source": meta.get("source", "built here"),
+                "mape": check.get("mape"),
+                "created": meta.get("created", "?"),
+                "file": path.name,
+            }
+        )
+    if not rows:
+        print(f"no latency tables in {run.path / 'latency'} yet: `latency build` or `latency kit`")
+        return 0
+    _print_table(
+        rows,
+        [
+            ("device", "device", ""),
+            ("backend", "backend", ""),
+            ("threads", "threads", ""),
+            ("layers", "layers", ""),
+            ("source", "source", ""),
+            ("mape", "kit MAPE %", ".2f"),
+            ("created", "created", ""),
+            ("file", "file", ""),
+        ],
+    )
     return 0
 
 
@@ -501,9 +541,10 @@ def _parser() -> argparse.ArgumentParser:
         description="build: time every distinct layer of the space here; validate: time random "
         "subnets against the table. kit: write those layers (and subnets to fit and validate "
         "with) as ONNX files plus measure.py, which times them on another device with numpy and "
-        "onnxruntime alone; import: make that device's table from its measurements.json.",
+        "onnxruntime alone; import: make that device's table from its measurements.json; "
+        "list: the run's tables.",
     )
-    la.add_argument("action", choices=("build", "validate", "kit", "import"))
+    la.add_argument("action", choices=("build", "validate", "kit", "import", "list"))
     la.add_argument("run_dir")
     la.add_argument("file", nargs="?", help="import: the measurements.json from measure.py")
     la.add_argument("--out", help="kit: the new directory to write the kit into")

@@ -42,7 +42,14 @@ from onceforall.search import (
 )
 from onceforall.static import LAYERS_VERSION
 
-__all__ = ["Pick", "Specializer", "device_slug", "device_tables", "latency_table_path"]
+__all__ = [
+    "Pick",
+    "Specializer",
+    "device_slug",
+    "device_tables",
+    "latency_table_path",
+    "latency_tables",
+]
 
 
 def latency_table_path(
@@ -65,14 +72,23 @@ def device_slug(device: str) -> str:
 
 
 def device_tables(run: Run) -> list[tuple[str, Path]]:
-    """``(device, path)`` of every latency table a run holds (its recorded device names)."""
+    """``(device (backend), path)`` of every latency table a run holds."""
+    return [
+        (f"{meta.get('device', '?')} ({meta.get('backend', '?')})", path)
+        for path, meta in latency_tables(run)
+    ]
+
+
+def latency_tables(run: Run) -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, metadata)`` of every latency table a run holds (unreadable files skipped)."""
     found = []
     for path in sorted((run.path / "latency").glob("*.json")):
         try:
-            meta = json.loads(path.read_text()).get("metadata", {})
-        except (OSError, ValueError):
+            data = json.loads(path.read_text())
+            meta = {**data["metadata"], "layers": len(data["entries"])}
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        found.append((f"{meta.get('device', '?')} ({meta.get('backend', '?')})", path))
+        found.append((path, meta))
     return found
 
 

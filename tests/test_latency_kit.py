@@ -183,6 +183,11 @@ def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, ca
     assert cli_main(["latency", "import", str(run_dir), measurements]) == 2
     assert "--force" in capsys.readouterr().err and tables[0].read_bytes() == before
 
+    assert cli_main(["latency", "list", str(run_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert "Board X" in listed and "latency kit" in listed and tables[0].name in listed
+    assert cli_main(["latency", "list", str(run_dir), "extra.json"]) == 2
+    assert "only `latency import" in capsys.readouterr().err
     run = Run.open(run_dir)
     largest = run.net.space.largest()
     common = ["--samples", "24", "--json", "--device", "Board X"]
