@@ -255,13 +255,14 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         raise ValueError(f"unexpected argument {args.file!r}: {parser_hint}")
     if args.action == "list":
         return _latency_list(run)
-    from onceforall.predictors.latency import validate_latency
+    from onceforall.predictors.latency import round_validation, validate_latency
     from onceforall.specialize import Specializer, latency_table_path
 
     spec = Specializer(
         run,
         args.backend,
         threads=args.threads,
+        latency_validate=20 if args.n is None else args.n,
         **{f"latency_{k}": v for k, v in timing.items() if v is not None},
     )
     path = latency_table_path(run, args.backend, spec.threads)
@@ -271,6 +272,11 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         path.unlink()
     table = spec.latency_table
     print(f"{table!r}: {path}")
+    check = round_validation(table) if args.action == "build" else None
+    if check is not None:
+        _print_validation(
+            check, f"{len(check.rows)} random subnets timed in the same rounds as the layers"
+        )
     if args.action == "validate":
         n = 30 if args.n is None else args.n
         v = validate_latency(run.net, table, n, args.seed, progress=True, **timing)
@@ -556,7 +562,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     la.add_argument("--backend", default="onnxruntime", choices=backends)
     la.add_argument("--threads", type=int)
-    la.add_argument("--n", type=int, help="random subnets to validate on (default 30; kit: 20)")
+    la.add_argument(
+        "--n",
+        type=int,
+        help="random subnets to validate on (validate: 30; build and kit: 20, timed in the same "
+        "rounds as the layers)",
+    )
     la.add_argument("--seed", type=int, default=1)
     la.add_argument("--force", action="store_true", help="measure an existing table again")
     la.add_argument(

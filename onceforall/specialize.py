@@ -120,6 +120,8 @@ class Specializer:
         accuracy_samples: subnets evaluated for the accuracy predictor's dataset.
         progress: progress bars while building.
         latency_warmup, latency_repeats: per layer when the latency table is built.
+        latency_validate: random subnets the table's build times in the same rounds as its
+            layers, to record the table's own error (0: none).
         accuracy_settings: options of the accuracy dataset (``calibration_images``,
             ``eval_images``, ``batch_size``, ``seed``); the defaults measure each subnet on the
             whole holdout, the most faithful and the slowest.
@@ -137,6 +139,7 @@ class Specializer:
         progress: bool = True,
         latency_warmup: int = 10,
         latency_repeats: int = 50,
+        latency_validate: int = 0,
         accuracy_settings: dict[str, Any] | None = None,
         device: str | None = None,
     ) -> None:
@@ -154,6 +157,7 @@ class Specializer:
         self.accuracy_samples = accuracy_samples
         self.progress = progress
         self.latency_warmup, self.latency_repeats = latency_warmup, latency_repeats
+        self.latency_validate = latency_validate
         self.accuracy_settings = dict(accuracy_settings or {})
 
     # ---------------------------------------------------------------- what search needs
@@ -206,6 +210,7 @@ class Specializer:
             threads=self.threads,
             warmup=self.latency_warmup,
             repeats=self.latency_repeats,
+            validate_subnets=self.latency_validate,
             progress=self.progress,
         )
         path.parent.mkdir(exist_ok=True)

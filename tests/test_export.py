@@ -281,8 +281,9 @@ def test_latency_cli_builds_refuses_to_overwrite_and_validates(tiny_run, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     common = ["--backend", "torch-cpu", "--threads", "1", "--warmup", "1", "--repeats", "3"]
-    assert cli_main(["latency", "build", str(run_dir), *common]) == 0
-    assert "LatencyTable(" in capsys.readouterr().out
+    assert cli_main(["latency", "build", str(run_dir), *common, "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "LatencyTable(" in out and "3 random subnets timed in the same rounds" in out
     tables = list((run_dir / "latency").glob("torch-cpu-t1-*.json"))
     assert len(tables) == 1
     before = tables[0].read_bytes()

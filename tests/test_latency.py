@@ -19,6 +19,7 @@ from onceforall.predictors import (
     fit_line,
     measure_latency,
     onnx_session,
+    round_validation,
     table_drift,
     validate_latency,
 )
@@ -174,6 +175,23 @@ def test_validate(net, table):
     assert 0.2 < result.drift < 5
     with pytest.raises(ValueError, match="n=1 must be >= 2"):
         validate_latency(net, table, n=1)
+
+
+def test_build_validates_on_subnets_timed_in_the_same_rounds(net, table, tmp_path):
+    assert round_validation(table) is None  # built without validation subnets
+    checked = build_latency_table(net, fit_subnets=4, validate_subnets=4, validate_seed=1, **FAST)
+    v = round_validation(checked)
+    assert v is not None and len(v.rows) == 4 and v.drift is None
+    later = validate_latency(net, checked, n=4, seed=1, **FAST)
+    assert [a for a, _, _ in v.rows] == [a for a, _, _ in later.rows]  # the same subnets
+    for arch, predicted, measured in v.rows:
+        assert predicted == checked.predict(arch) and measured > 0
+        assert 0.2 < predicted / measured < 5  # loose: the same rounds as the layers
+    assert checked.metadata["validation"]["mape"] == v.mape
+    loaded = LatencyTable.load(checked.save(tmp_path / "t.json"), net)
+    assert round_validation(loaded) == v
+    with pytest.raises(ValueError, match="validate_subnets=-1"):
+        build_latency_table(net, validate_subnets=-1)
 
 
 # ---------------------------------------------------------------- backends

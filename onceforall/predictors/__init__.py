@@ -15,6 +15,7 @@ from onceforall.predictors.latency import (
     LatencyValidation,
     build_latency_table,
     fit_line,
+    round_validation,
     table_drift,
     validate_latency,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "fit_line",
     "measure_latency",
     "onnx_session",
+    "round_validation",
     "sample_archs",
     "table_drift",
     "validate_latency",

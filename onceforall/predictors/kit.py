@@ -21,7 +21,6 @@ kit carries the same measurement there:
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import tempfile
@@ -31,13 +30,13 @@ from typing import Any
 
 import torch
 
-from onceforall.arch import ArchConfig, as_generator
+from onceforall.arch import ArchConfig
 from onceforall.predictors import onnx_timing
 from onceforall.predictors.latency import (
     LatencyTable,
     LatencyValidation,
-    compare_latency,
     plan_table,
+    round_validation,
 )
 from onceforall.predictors.timing import LATENCY_THREADS, onnx_bytes
 from onceforall.static import LAYERS_VERSION
@@ -113,24 +112,19 @@ def write_kit(
             f"validate_subnets={validate_subnets} must be >= 0, threads={threads} and "
             f"repeats={repeats} >= 1, warmup={warmup} >= 0"
         )
-    plan = plan_table(net, batch_size, fit_subnets, seed)
-    g = as_generator(validate_seed)
-    validate = [net.space.sample(g) for _ in range(validate_subnets)]
-    archs = iter([*plan.archs, *validate])
+    plan = plan_table(net, batch_size, fit_subnets, seed, validate_subnets, validate_seed)
+    archs = iter([*plan.archs, *plan.checks])
     specs = iter(plan.specs)
     models: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "models").mkdir()
-        items = itertools.chain(
-            plan.models(),
-            (("validate", net.extract(a), _input(net, a, batch_size)) for a in validate),
-        )
+        items = plan.models()
         if progress:
             from tqdm.auto import tqdm
 
-            items = tqdm(items, total=len(plan) + len(validate), desc="exporting", leave=False)
+            items = tqdm(items, total=len(plan), desc="exporting", leave=False)
         with torch.random.fork_rng(devices=[]):  # layers get random weights, seeded
             torch.manual_seed(seed)
             for i, (kind, module, shape) in enumerate(items):
@@ -165,7 +159,7 @@ def write_kit(
         (tmp / onnx_timing.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.copyfile(onnx_timing.__file__, tmp / "measure.py")
         readme = _README.format(
-            layers=len(plan.specs), fit=len(plan.archs), validate=len(validate), name=out.name
+            layers=len(plan.specs), fit=len(plan.archs), validate=len(plan.checks), name=out.name
         )
         (tmp / "README.md").write_text(readme)
         if out.exists():
@@ -175,10 +169,6 @@ def write_kit(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _input(net: Supernet, arch: ArchConfig, batch_size: int) -> tuple[int, ...]:
-    return (batch_size, net.in_channels, arch.resolution, arch.resolution)
 
 
 def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[str, Any]:
@@ -273,19 +263,20 @@ def import_measurements(
             f"these are version {LAYERS_VERSION}; write a new kit and measure it again"
         )
     models = manifest["models"]
-    kinds = [m["kind"] for m in models]
-    fit = [ArchConfig.parse(m["arch"]) for m in models if m["kind"] == "fit"]
-    plan = plan_table(net, manifest["batch_size"], len(fit), manifest["seed"])
+    plan = plan_table(
+        net,
+        manifest["batch_size"],
+        sum(m["kind"] == "fit" for m in models),
+        manifest["seed"],
+        sum(m["kind"] == "validate" for m in models),
+        manifest["validate_seed"],
+    )
     specs = [LayerSpec.from_dict(m["spec"]) for m in models if m["kind"] == "layer"]
+    archs = [ArchConfig.parse(m["arch"]) for m in models if m["kind"] in ("fit", "validate")]
     if (
-        list(plan.specs) != specs
-        or list(plan.archs) != fit
-        or kinds[: len(plan)]
-        != [
-            *["layer"] * len(plan.specs),
-            *["empty"] * len(plan.inputs),
-            *["fit"] * len(plan.archs),
-        ]
+        [m["kind"] for m in models] != plan.kinds()
+        or list(plan.specs) != specs
+        or [*plan.archs, *plan.checks] != archs
     ):
         raise ValueError(
             "the kit's models are not this supernet's table plan (another onceforall version "
@@ -310,17 +301,6 @@ def import_measurements(
         "warmup": data["warmup"],
         "repeats": data["repeats"],
     }
-    ms = [float(v) for v in data["ms"]]
-    table = plan.table(ms[: len(plan)], metadata)
-    validate = [
-        (ArchConfig.parse(m["arch"]), t)
-        for m, t in zip(models, ms, strict=True)
-        if m["kind"] == "validate"
-    ]
-    validation = None
-    if len(validate) >= 2:
-        archs = [a for a, _ in validate]
-        validation = compare_latency(archs, table.predict_many(archs), [t for _, t in validate])
-        table.metadata["validation"] = {"n": len(archs), "mape": validation.mape,
-                                        "spearman": validation.spearman}  # fmt: skip
+    table = plan.table([float(v) for v in data["ms"]], metadata)
+    validation = round_validation(table)
     return table, validation

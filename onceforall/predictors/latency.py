@@ -46,6 +46,7 @@ __all__ = [
     "compare_latency",
     "fit_line",
     "plan_table",
+    "round_validation",
     "table_drift",
     "validate_latency",
 ]
@@ -264,6 +265,8 @@ def build_latency_table(
     repeats: int = 50,
     fit_subnets: int = 16,
     seed: int = 0,
+    validate_subnets: int = 0,
+    validate_seed: int = 1,
     clock: str = "wall",
     progress: bool = False,
 ) -> LatencyTable:
@@ -279,12 +282,16 @@ def build_latency_table(
             timed end to end to fit ``scale`` and ``overhead_ms`` (see :func:`fit_line`); 0
             keeps the plain sum, 1 or 2 fit ``overhead_ms`` alone.
         seed: for the fitting subnets (validate with another seed).
+        validate_subnets, validate_seed: random subnets timed in the same rounds as the layers
+            to score the table (:func:`round_validation`): the model's own error, whatever the
+            machine's speed does later. 0 (the default) times none.
         clock: ``"wall"``, or ``"cpu"`` (one thread only) to time on a shared machine; see
             ``timing.check_clock``. The table predicts latency on this clock.
         progress: show a tqdm progress bar.
 
     Returns:
-        The table, bound to ``net``; its ``metadata`` records the environment and the fit.
+        The table, bound to ``net``; its ``metadata`` records the environment, the fit and the
+        validation.
 
     Raises:
         ValueError: for an unknown or unavailable backend or bad sizes.
@@ -294,13 +301,13 @@ def build_latency_table(
     check_clock(clock, backend, threads)
     meta = environment(backend, threads, batch_size)
     start = time.perf_counter()
-    plan = plan_table(net, batch_size, fit_subnets, seed)
+    plan = plan_table(net, batch_size, fit_subnets, seed, validate_subnets, validate_seed)
     with torch.random.fork_rng(devices=[]):  # layers get random weights; leave the global RNG be
         torch.manual_seed(seed)
         hot = _HOT_LAYERS[backend]
         ms = measure_many(
             (
-                (model, shape, hot if kind != "fit" else True)
+                (model, shape, hot if kind in ("layer", "empty") else True)
                 for kind, model, shape in plan.models()
             ),
             backend,
@@ -319,7 +326,8 @@ def build_latency_table(
 @dataclass(frozen=True)
 class TablePlan:
     """What a latency table times, in order: every distinct layer of a supernet's space, one
-    empty model per input shape, and the whole subnets its line is fitted to.
+    empty model per input shape, the whole subnets its line is fitted to, and the random
+    subnets it is validated on (timed in the same rounds: the model's own error).
 
     :func:`build_latency_table` times them here; a latency kit (``onceforall.predictors.kit``)
     exports them to ONNX and times them on another device. Either way :meth:`table` turns the
@@ -332,33 +340,45 @@ class TablePlan:
     shapes: tuple[tuple[int, ...], ...]  # each layer's input shape at batch_size
     inputs: tuple[tuple[int, ...], ...]  # the distinct input shapes, one empty model each
     archs: tuple[ArchConfig, ...]  # fitting subnets
+    checks: tuple[ArchConfig, ...] = ()  # validation subnets
+
+    KINDS = ("layer", "empty", "fit", "validate")
 
     def __len__(self) -> int:
-        return len(self.specs) + len(self.inputs) + len(self.archs)
+        return len(self.specs) + len(self.inputs) + len(self.archs) + len(self.checks)
+
+    def kinds(self) -> list[str]:
+        """The ``kind`` of each model of :meth:`models`, in order."""
+        counts = (len(self.specs), len(self.inputs), len(self.archs), len(self.checks))
+        return [k for k, n in zip(self.KINDS, counts, strict=True) for _ in range(n)]
 
     def models(self) -> Iterator[tuple[str, nn.Module, tuple[int, ...]]]:
-        """``(kind, module, input_shape)`` in timing order; ``kind`` is ``layer``, ``empty`` or
-        ``fit``. Layers are built with random weights (seed the RNG for repeatable files).
+        """``(kind, module, input_shape)`` in timing order; ``kind`` is ``layer``, ``empty``,
+        ``fit`` or ``validate``. Layers are built with random weights (seed the RNG for
+        repeatable files).
 
         An empty model per input shape measures the cost of a call itself, which a layer pays
         alone but not inside a network (for onnxruntime ~20 us per session.run, a third of a
-        small net's layer sum). Fitting subnets are timed in the same rounds as the layers, so
+        small net's layer sum). Whole subnets are timed in the same rounds as the layers, so
         under the same load.
         """
         for spec, shape in zip(self.specs, self.shapes, strict=True):
             yield "layer", self.net.build_layer(spec), shape
         for shape in self.inputs:
             yield "empty", nn.Identity(), shape
-        for arch in self.archs:
-            shape = (self.batch_size, self.net.in_channels, arch.resolution, arch.resolution)
-            yield "fit", self.net.extract(arch), shape  # hot: as measure_latency times one model
+        for kind, archs in (("fit", self.archs), ("validate", self.checks)):
+            for arch in archs:
+                shape = (self.batch_size, self.net.in_channels, arch.resolution, arch.resolution)
+                yield kind, self.net.extract(arch), shape  # hot, as measure_latency times one
 
     def table(self, ms: Sequence[float], metadata: dict[str, Any]) -> LatencyTable:
         """The table from one time per model of :meth:`models` (ms, in that order): each layer
-        less its input's empty call, and the line fitted to the subnets (:func:`fit_line`)."""
+        less its input's empty call, the line fitted to the fitting subnets (:func:`fit_line`),
+        and, with at least two validation subnets, their scores in ``metadata["validation"]``
+        (:func:`round_validation` reads them)."""
         if len(ms) != len(self):
             raise ValueError(f"{len(ms)} times for the {len(self)} models of the table's plan")
-        n, k = len(self.specs), len(self.inputs)
+        n, k, f = len(self.specs), len(self.inputs), len(self.archs)
         empty = dict(zip(self.inputs, ms[n : n + k], strict=True))
         entries = {
             spec: float(ms[i]) - empty[shape]
@@ -367,7 +387,7 @@ class TablePlan:
         meta = {**metadata, "batch_size": self.batch_size}
         table = LatencyTable(entries, supernet_config=self.net.config, metadata=meta, net=self.net)
         sums = np.array([table.layer_sum(a) for a in self.archs])
-        measured = np.array(ms[n + k :], dtype=np.float64)
+        measured = np.array(ms[n + k : n + k + f], dtype=np.float64)
         if self.archs:
             table.scale, table.overhead_ms = fit_line(sums, measured)
         table.metadata.update(
@@ -378,22 +398,55 @@ class TablePlan:
                 "measured_ms": measured.tolist(),
             },
         )
+        if len(self.checks) >= 2:
+            timed = [float(t) for t in ms[n + k + f :]]
+            v = compare_latency(self.checks, table.predict_many(self.checks), timed)
+            table.metadata["validation"] = {
+                "n": len(self.checks),
+                "mape": v.mape,
+                "spearman": v.spearman,
+                "archs": [str(a) for a in self.checks],
+                "predicted_ms": [p for _, p, _ in v.rows],
+                "measured_ms": timed,
+            }
         return table
 
 
+def round_validation(table: LatencyTable) -> LatencyValidation | None:
+    """The scores of the validation subnets a table's build timed in the same rounds as its
+    layers (``None`` if it timed fewer than two): predicted vs measured, MAPE and Spearman, free
+    of any change in the machine's speed since (``drift`` is ``None``)."""
+    check = table.metadata.get("validation")
+    if not check:
+        return None
+    archs = [ArchConfig.parse(a) for a in check["archs"]]
+    return compare_latency(archs, check["predicted_ms"], check["measured_ms"])
+
+
 def plan_table(
-    net: Supernet, batch_size: int = 1, fit_subnets: int = 16, seed: int = 0
+    net: Supernet,
+    batch_size: int = 1,
+    fit_subnets: int = 16,
+    seed: int = 0,
+    validate_subnets: int = 0,
+    validate_seed: int = 1,
 ) -> TablePlan:
-    """The :class:`TablePlan` of ``net``'s space: its distinct layers, and ``fit_subnets`` whole
-    subnets (the largest, the smallest, then random ones drawn with ``seed``)."""
-    if batch_size < 1 or fit_subnets < 0:
-        raise ValueError(f"batch_size={batch_size} must be >= 1, fit_subnets={fit_subnets} >= 0")
+    """The :class:`TablePlan` of ``net``'s space: its distinct layers, ``fit_subnets`` whole
+    subnets (the largest, the smallest, then random ones drawn with ``seed``) and
+    ``validate_subnets`` random ones drawn with ``validate_seed`` (as
+    :func:`validate_latency` draws them with that seed)."""
+    if batch_size < 1 or fit_subnets < 0 or validate_subnets < 0:
+        raise ValueError(
+            f"batch_size={batch_size} must be >= 1, fit_subnets={fit_subnets} and "
+            f"validate_subnets={validate_subnets} >= 0"
+        )
     specs = tuple(net.latency_layer_specs())
     shapes = tuple((batch_size, *s.input_shape[1:]) for s in specs)
     inputs = tuple(dict.fromkeys(shapes))
-    return TablePlan(
-        net, batch_size, specs, shapes, inputs, tuple(_fit_archs(net, fit_subnets, seed))
-    )
+    g = as_generator(validate_seed)
+    checks = tuple(net.space.sample(g) for _ in range(validate_subnets))
+    archs = tuple(_fit_archs(net, fit_subnets, seed))
+    return TablePlan(net, batch_size, specs, shapes, inputs, archs, checks)
 
 
 @dataclass(frozen=True)
