@@ -409,6 +409,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     _print_table(summary["picks"], [c for c in DEMO_COLUMNS if c[0] != "file"])
     rebuild = f"onceforall latency build {summary['run_dir']} --backend {args.backend} --force"
+    check = summary.get("latency_check")
+    if check is not None:
+        print(
+            f"the latency table predicted {check['n']} random subnets timed in the same rounds as "
+            f"its layers with MAPE {check['mape']:.2f}%, Spearman {check['spearman']:.3f}"
+        )
     print(_drift_line(summary["latency_drift"], rebuild))
     out = Path(args.out)
     print(f"models: {out / 'models'}  report: {out / 'report.html'}  summary: {out / 'summary.md'}")

@@ -22,7 +22,7 @@ import numpy as np
 from onceforall.config import load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
-from onceforall.predictors.latency import table_drift
+from onceforall.predictors.latency import round_validation, table_drift
 from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
 from onceforall.training.bn import batches
@@ -47,11 +47,14 @@ class DemoSettings:
     # labels (about 0.8 pp at 2,000 images), which the search tolerates.
     calibration_images: int = 500
     eval_images: int = 2000
+    # Random subnets the latency table's build times in the same rounds as its layers: the
+    # table's own error on this machine, reported beside the picks.
+    latency_validate: int = 20
 
 
 PRESETS = {
     "quick": DemoSettings("fashion_mnist_quick.yaml", 400, 10, 50, 8),
-    "smoke": DemoSettings("smoke.yaml", 60, 3, 10, 5),
+    "smoke": DemoSettings("smoke.yaml", 60, 3, 10, 5, latency_validate=4),
 }
 BUDGETS = (("tight", 0.15), ("middle", 0.5), ("loose", 0.85))  # fractions of the latency range
 
@@ -155,6 +158,7 @@ def run_demo(
         progress=progress,
         latency_warmup=settings.latency_warmup,
         latency_repeats=settings.latency_repeats,
+        latency_validate=settings.latency_validate,
         accuracy_settings={
             "calibration_images": settings.calibration_images,
             "eval_images": settings.eval_images,
@@ -166,6 +170,7 @@ def run_demo(
     t = time.monotonic()
     table = spec.latency_table
     timings["latency_table"] = time.monotonic() - t
+    check = round_validation(table)  # None for a table reused from before it was recorded
 
     # ---- the front, and three budgets across the range the table predicts
     t = time.monotonic()
@@ -223,6 +228,9 @@ def run_demo(
         "run_dir": str(run.path),
         "latency_range_ms": [lo, hi],
         "latency_drift": drift,
+        "latency_check": None
+        if check is None
+        else {"n": len(check.rows), "mape": check.mape, "spearman": check.spearman},
         "picks": rows,
         "front": [c.to_dict() for c in front.front],
         "front_measured": [p.to_dict() for p in front_picks],
