@@ -37,7 +37,8 @@ import onnxruntime as ort
 import torch
 
 import onceforall as ofa
-from onceforall.predictors import build_latency_table, round_validation, validate_latency
+from onceforall.predictors import build_latency_table, fit_line, round_validation, validate_latency
+from onceforall.predictors.latency import compare_latency
 from onceforall.predictors.timing import environment
 
 
@@ -78,15 +79,16 @@ def main(argv: list[str] | None = None) -> None:
             summary.append(_one(net, backend, clock, args))
     print(
         "\n                                                         in the build's rounds"
-        "           validated after the build"
+        "           one line, same rounds  validated after the build"
     )
     print(
         "backend      clock  entries  build s  scale  overhead ms  MAPE %  Spearman  target"
-        "  MAPE %  Spearman  offset-only MAPE %  drift  MAPE % drift removed"
+        "  MAPE %  Spearman        MAPE %  Spearman  offset-only MAPE %  drift  MAPE % drift "
+        "removed"
     )
     line = (
         "{:<12} {:<6} {:>7} {:>8.1f} {:>6.3f} {:>+12.4f} {:>7.2f} {:>9.3f}  {:<6} {:>7.2f} "
-        "{:>9.3f} {:>18.2f} {:>6.3f} {:>21.2f}"
+        "{:>9.3f}        {:>6.2f} {:>9.3f} {:>18.2f} {:>6.3f} {:>21.2f}"
     )
     for row in summary:
         print(line.format(*row))
@@ -113,13 +115,27 @@ def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) 
         f"[{_load()}]"
     )
     same = round_validation(table)
+    # The same subnets under one line through the same fitting subnets (the model before the
+    # offsets per resolution): a comparison free of the machine's drift.
+    a, b = fit_line(meta["fit"]["layer_sum_ms"], meta["fit"]["measured_ms"])
+    archs = [arch for arch, _, _ in same.rows]
+    one_line = compare_latency(
+        archs, [a * table.layer_sum(x) + b for x in archs], [m for _, _, m in same.rows]
+    )
     print(
         f"the {args.n} subnets timed in the build's rounds: MAPE {same.mape:.2f}%, "
-        f"Spearman {same.spearman:.3f}"
+        f"Spearman {same.spearman:.3f} (one line: {one_line.mape:.2f}%, {one_line.spearman:.3f})"
     )
     sums, fit_ms = np.array(meta["fit"]["layer_sum_ms"]), np.array(meta["fit"]["measured_ms"])
-    fit = fit_ms / (table.scale * sums + table.overhead_ms)
+    fit = fit_ms / table.predict_many(meta["fit"]["archs"])
     print(f"fitting subnets, measured/predicted: {' '.join(f'{x:.3f}' for x in fit)}")
+    report = meta["fit"]
+    if "loo_mape_line" in report:
+        print(
+            f"correction: {report['model']} (leave-one-out MAPE on the fitting subnets: one line "
+            f"{report['loo_mape_line']:.2f}%, an offset per resolution "
+            f"{report['loo_mape_per_resolution']:.2f}%); {table!r}"
+        )
     if args.save_dir:
         print(f"saved {table.save(os.path.join(args.save_dir, f'latency-{backend}-{clock}.json'))}")
 
@@ -169,6 +185,8 @@ def _one(net: ofa.Supernet, backend: str, clock: str, args: argparse.Namespace) 
         same.mape,
         same.spearman,
         target,
+        one_line.mape,
+        one_line.spearman,
         result.mape,
         result.spearman,
         mape_offset,

@@ -23,6 +23,7 @@ from onceforall.predictors import (
     table_drift,
     validate_latency,
 )
+from onceforall.predictors.latency import fit_latency_model, fit_lines, plan_table
 from onceforall.predictors.timing import busy_cores, onnx_bytes
 from onceforall.supernets.base import LayerSpec
 from tests.conftest import small_mbv3
@@ -152,6 +153,61 @@ def test_fit_line_is_robust_and_falls_back_to_an_offset():
     assert fit_line([0.1, 0.2, 0.3], [0.5, 0.4, 0.3])[0] == 1.0
     with pytest.raises(ValueError, match="matching 1-D"):
         fit_line([0.1, 0.2], [0.1])
+
+
+def test_fit_lines_recovers_an_offset_per_resolution_and_resists_a_slowed_point():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 0.5, 24)
+    res = np.array([24, 28, 32] * 8)
+    offsets = {24: -0.05, 28: -0.10, 32: -0.15}
+    y = 2.0 * x + np.array([offsets[r] for r in res])
+    y_slowed = y.copy()
+    y_slowed[3] *= 3  # one subnet a busy machine slowed
+    for measured in (y, y_slowed):
+        scale, fitted = fit_lines(x, measured, res)
+        assert scale == pytest.approx(2.0, rel=0.02)
+        assert fitted == pytest.approx(offsets, abs=0.01)
+    # The model with offsets wins where they exist, the single line where they do not.
+    scale, overhead, by_res, report = fit_latency_model(x, y, res)
+    assert report["model"] == "line per resolution" and by_res == pytest.approx(offsets)
+    assert report["loo_mape_per_resolution"] < report["loo_mape_line"]
+    line = 2.0 * x - 0.1 + rng.normal(0, 0.01, 24)
+    scale, overhead, by_res, report = fit_latency_model(x, line, res)
+    assert report["model"] == "line" and by_res == {}
+    assert (scale, overhead) == fit_line(x, line)
+    # Too few subnets per resolution to judge: the line.
+    assert fit_latency_model(x[:4], y[:4], [24, 28, 32, 24])[3] == {"model": "line"}
+
+
+def test_table_predicts_with_the_offset_of_each_resolution(tmp_path):
+    net = small_mbv3(resolutions=(24, 28))
+    g = torch.Generator().manual_seed(0)
+    table = LatencyTable(
+        {s: 0.01 for s in net.latency_layer_specs()},
+        supernet_config=net.config,
+        overhead_ms=0.5,
+        scale=2.0,
+        overhead_by_resolution={28: 1.0},
+        net=net,
+    )
+    archs = [net.space.sample(g) for _ in range(20)]
+    for arch, predicted in zip(archs, table.predict_many(archs), strict=True):
+        offset = 1.0 if arch.resolution == 28 else 0.5  # 24 has none: the common offset
+        assert predicted == pytest.approx(2.0 * table.layer_sum(arch) + offset)
+        assert table.predict(str(arch)) == pytest.approx(predicted)
+    loaded = LatencyTable.load(table.save(tmp_path / "t.json"), net)
+    assert loaded.overhead_by_resolution == {28: 1.0} and "r28: 1.0000" in repr(loaded)
+    np.testing.assert_array_equal(loaded.predict_many(archs), table.predict_many(archs))
+    with pytest.raises(ValueError, match="must be a positive number"):
+        LatencyTable(table.entries, supernet_config=net.config, overhead_by_resolution={24: np.nan})
+
+
+def test_fitting_subnets_cover_every_resolution_alike():
+    net = small_mbv3(resolutions=(24, 28, 32))
+    plan = plan_table(net, fit_subnets=11)
+    counts = [sum(a.resolution == r for a in plan.archs) for r in (24, 28, 32)]
+    assert len(plan.archs) == 11 and max(counts) - min(counts) <= 1
+    assert plan.archs[:2] == (net.space.largest(), net.space.smallest())
 
 
 def test_table_fits_the_line_through_its_fitting_subnets(table):

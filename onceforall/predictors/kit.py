@@ -78,7 +78,7 @@ def write_kit(
     threads: int = LATENCY_THREADS,
     warmup: int = 10,
     repeats: int = 50,
-    fit_subnets: int = 16,
+    fit_subnets: int = 24,
     validate_subnets: int = 20,
     seed: int = 0,
     validate_seed: int = 1,
