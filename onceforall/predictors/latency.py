@@ -287,11 +287,11 @@ def fit_latency_model(
     input resolution (:func:`fit_lines`): a whole network pays a fixed cost that its layers
     timed apart do not, and it depends on the input's size. The one with the lower
     leave-one-out error on the fitting subnets wins (the line on ties, and wherever a
-    resolution has fewer than two subnets): measured on mbv3_small_images, onnxruntime, the
-    offsets per resolution lifted the Spearman correlation on 150 held-out subnets timed in the
-    same rounds from 0.93-0.95 to 0.97-0.98 in three tables, while eager torch tables, whose
-    whole-subnet times are noisier, gain nothing from them. ``report`` holds both models'
-    leave-one-out MAPE (%) and which won.
+    resolution has fewer than two subnets). On mbv3_small_images with onnxruntime, wherever
+    the offsets won, they raised the Spearman correlation on 50 held-out subnets timed in the
+    same rounds from 0.94-0.96 to 0.98 (``python -m benchmarks.latency``, docs/results.md);
+    eager torch tables, whose whole-subnet times are noisier, gain nothing measurable.
+    ``report`` holds both models' leave-one-out MAPE (%) and which won.
     """
     x = np.asarray(layer_sums, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
