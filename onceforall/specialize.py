@@ -121,7 +121,7 @@ class Specializer:
         progress: progress bars while building.
         latency_warmup, latency_repeats: per layer when the latency table is built.
         latency_validate: random subnets the table's build times in the same rounds as its
-            layers, to record the table's own error (0: none).
+            layers, to record the table's own error (``onceforall latency list`` shows it).
         accuracy_settings: options of the accuracy dataset (``calibration_images``,
             ``eval_images``, ``batch_size``, ``seed``); the defaults measure each subnet on the
             whole holdout, the most faithful and the slowest.
@@ -139,7 +139,7 @@ class Specializer:
         progress: bool = True,
         latency_warmup: int = 10,
         latency_repeats: int = 50,
-        latency_validate: int = 0,
+        latency_validate: int = 20,
         accuracy_settings: dict[str, Any] | None = None,
         device: str | None = None,
     ) -> None:
