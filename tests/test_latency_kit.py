@@ -203,22 +203,8 @@ def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, ca
     assert "onceforall latency kit" in err
     code = cli_main(["search", str(run_dir), "--backend", "torch-cpu", "--device", "Board X"])
     assert code == 2 and "use backend onnxruntime" in capsys.readouterr().err
-    assert (
-        cli_main(
-            [
-                "search",
-                str(run_dir),
-                "--pareto",
-                "--points",
-                "2",
-                "--samples",
-                "24",
-                "--device",
-                "Board X",
-            ]
-        )
-        == 0
-    )
+    pareto = ["search", str(run_dir), "--pareto", "--points", "2", "--samples", "24"]
+    assert cli_main([*pareto, "--device", "Board X"]) == 0
     assert "Pareto front" in capsys.readouterr().out
     assert (run_dir / "pareto-latency_ms-onnxruntime-board-x.png").stat().st_size > 0
     out_dir = tmp_path / "export"
