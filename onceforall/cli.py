@@ -577,7 +577,11 @@ def _parser() -> argparse.ArgumentParser:
         "rounds as the layers)",
     )
     la.add_argument("--seed", type=int, default=1)
-    la.add_argument("--force", action="store_true", help="measure an existing table again")
+    la.add_argument(
+        "--force",
+        action="store_true",
+        help="build: measure an existing table again; import: replace an existing table",
+    )
     la.add_argument(
         "--warmup",
         type=int,
