@@ -182,6 +182,13 @@ def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, ca
     before = tables[0].read_bytes()
     assert cli_main(["latency", "import", str(run_dir), measurements]) == 2
     assert "--force" in capsys.readouterr().err and tables[0].read_bytes() == before
+    # Timings a busy device disturbed: the table's own error is far off, and that is said.
+    data = json.loads((kit / "measurements.json").read_text())
+    data["ms"] = [t * (3.0 if i % 2 else 1.0) for i, t in enumerate(data["ms"])]
+    (kit / "disturbed.json").write_text(json.dumps(data))
+    argv = ["latency", "import", str(run_dir), str(kit / "disturbed.json"), "--device", "Busy"]
+    assert cli_main(argv) == 0
+    assert "disturbed the timings" in capsys.readouterr().err
 
     assert cli_main(["latency", "list", str(run_dir)]) == 0
     listed = capsys.readouterr().out
