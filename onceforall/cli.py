@@ -162,6 +162,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     where = f"{args.backend} on {args.device}" if args.device else args.backend
     print(f"run {run.path} | backend {where} | budget: {budget}")
     _print_table(rows, PICK_COLUMNS)
+    drift = rows[0]["latency_drift"] if rows else None
+    if drift is not None:
+        rebuild = f"onceforall latency build {run.path} --backend {args.backend} --force"
+        print(_drift_line(drift, rebuild))
     if args.device:
         print(
             f"latency predicted for {args.device} by its imported table (not measured here); "

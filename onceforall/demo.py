@@ -22,7 +22,7 @@ import numpy as np
 from onceforall.config import load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
-from onceforall.predictors.latency import round_validation, table_drift
+from onceforall.predictors.latency import round_validation
 from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
 from onceforall.training.bn import batches
@@ -191,9 +191,9 @@ def run_demo(
         [c.arch for c in spread], [f"front {i + 1}" for i in range(len(spread))]
     )
     picks = spec.measure([c.arch for _, _, c in chosen], [label for label, _, _ in chosen])
-    # The machine's speed now against the table's build: the latency predictions above are off
-    # by about this factor when it moved (load, clock, a busy host).
-    drift = table_drift(run.net, table)
+    # The machine's speed while the picks were timed against the table's build: the latency
+    # predictions above are off by about this factor when it moved (load, clock, a busy host).
+    drift = picks[0].latency_drift if picks else None
     timings["measure"] = time.monotonic() - t
 
     # ---- export each pick to ONNX with its card, evaluate through onnxruntime alone

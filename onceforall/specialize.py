@@ -27,8 +27,8 @@ from onceforall.predictors import (
     LATENCY_THREADS,
     LatencyTable,
     build_latency_table,
-    measure_latency,
 )
+from onceforall.predictors.latency import time_with_drift
 from onceforall.predictors.timing import busy_cores
 from onceforall.run import Run
 from onceforall.search import (
@@ -105,6 +105,10 @@ class Pick:
     macs: int
     params: int
     backend: str
+    # How many times as long the latency table's fitting subnets took, timed in the same
+    # rounds as this measurement, as at the table's build: measured / predicted is off by about
+    # this factor when the machine's speed moved (None where latency was not measured).
+    latency_drift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,30 +327,34 @@ class Specializer:
         labels = labels or [str(i) for i in range(len(archs))]
         predicted_acc = self.predictor.accuracy(archs)
         predicted_ms = self.latency_table.predict_many(archs)
+        subs = [self.run.subnet(a) if accuracy or latency else None for a in archs]
+        holdout = [
+            self.run.accuracy(sub, a) if accuracy else None
+            for sub, a in zip(subs, archs, strict=True)
+        ]
+        measured: list[float | None] = [None] * len(archs)
+        drift = None
+        if latency and archs:
+            # All picks in one set of interleaved rounds with the table's fitting subnets: the
+            # picks compare with each other, and the drift applies to exactly these timings.
+            models = [sub.cpu().eval() for sub in subs]
+            measured, drift = time_with_drift(self.latency_table, models, archs)
         picks = []
-        for label, arch, acc, ms in zip(labels, archs, predicted_acc, predicted_ms, strict=True):
-            sub = self.run.subnet(arch) if accuracy or latency else None
-            holdout = self.run.accuracy(sub, arch) if accuracy else None
-            measured = None
-            if latency:
-                shape = (
-                    self.latency_table.batch_size,
-                    net.in_channels,
-                    arch.resolution,
-                    arch.resolution,
-                )
-                measured = measure_latency(sub.cpu(), shape, self.backend, threads=self.threads)
+        for label, arch, acc, ms, h, t in zip(
+            labels, archs, predicted_acc, predicted_ms, holdout, measured, strict=True
+        ):
             picks.append(
                 Pick(
                     label,
                     str(arch),
                     float(acc),
-                    holdout,
+                    h,
                     float(ms),
-                    measured,
+                    t,
                     net.macs(arch),
                     net.num_params(arch),
                     self.backend,
+                    drift,
                 )
             )
         return picks

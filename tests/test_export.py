@@ -226,6 +226,8 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         } <= set(r)
         assert r["macs"] == run.net.macs(r["arch"]) <= budget
         assert 0 <= r["holdout_accuracy"] <= 100 and r["measured_latency_ms"] > 0
+        # Timed in the same rounds as the table's fitting subnets: the machine's drift with it.
+        assert r["latency_drift"] == rows[0]["latency_drift"] > 0
     # Everything it built is reused: same answer, and the latency budget works on that table.
     again = cli_main(
         [

@@ -51,6 +51,7 @@ __all__ = [
     "plan_table",
     "round_validation",
     "table_drift",
+    "time_with_drift",
     "validate_latency",
 ]
 
@@ -597,18 +598,37 @@ def validate_latency(
     table.bind(net)
     g = as_generator(seed)
     archs = [net.space.sample(g) for _ in range(n)]
-    refs, recorded = _fitting_subnets(table)
     predicted = table.predict_many(archs)
-    timed = np.array(
-        measure_many(
-            _subnets(net, [*archs, *refs], table.batch_size),
-            table.backend,
-            **_timing(table, warmup, repeats),
-            progress=progress,
-        )
+    models = [net.extract(a) for a in archs]
+    timed, drift = time_with_drift(
+        table, models, archs, warmup=warmup, repeats=repeats, progress=progress
     )
-    drift = float(np.median(timed[n:] / recorded)) if refs else None
-    return compare_latency(archs, predicted, timed[:n], drift)
+    return compare_latency(archs, predicted, timed, drift)
+
+
+def time_with_drift(
+    table: LatencyTable,
+    models: Sequence[nn.Module],
+    archs: Sequence[ArchConfig],
+    *,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    progress: bool = False,
+) -> tuple[list[float], float | None]:
+    """End-to-end times (ms) of ``models`` (the subnets at ``archs``, in eval mode) with the
+    table's backend, batch size, threads and clock, in the same rounds as the table's fitting
+    subnets; and the machine's drift those give (:func:`table_drift`; ``None`` for a table
+    without them). ``measured / drift`` is what the machine would have measured at the build,
+    so ``predicted * drift`` is the prediction to hold a measurement against."""
+    check_backend(table.backend)
+    refs, recorded = _fitting_subnets(table)
+    shapes = [(table.batch_size, table.net.in_channels, a.resolution, a.resolution) for a in archs]
+    items = [*((m, s, True) for m, s in zip(models, shapes, strict=True))]
+    items += list(_subnets(table.net, refs, table.batch_size))
+    timed = measure_many(items, table.backend, **_timing(table, warmup, repeats), progress=progress)
+    n = len(models)
+    drift = float(np.median(np.array(timed[n:]) / recorded)) if refs else None
+    return [float(t) for t in timed[:n]], drift
 
 
 def compare_latency(
@@ -642,16 +662,10 @@ def table_drift(
     (the median ratio; ``None`` for a table without them): ~1 while this machine runs as it did,
     and every prediction is off by about this factor when it does not. Times the subnets with the
     table's backend, threads and clock (``warmup``/``repeats`` default to the table's);
-    :func:`validate_latency` reports the same, measured alongside its subnets."""
-    check_backend(table.backend)
+    :func:`validate_latency` and :func:`time_with_drift` report the same, measured alongside
+    their subnets."""
     table.bind(net)
-    refs, recorded = _fitting_subnets(table)
-    if not refs:
-        return None
-    timed = measure_many(
-        _subnets(net, refs, table.batch_size), table.backend, **_timing(table, warmup, repeats)
-    )
-    return float(np.median(np.array(timed) / recorded))
+    return time_with_drift(table, [], [], warmup=warmup, repeats=repeats)[1]
 
 
 def _fitting_subnets(table: LatencyTable) -> tuple[list[ArchConfig], np.ndarray]:
