@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import onceforall as ofa
-from onceforall.predictors import build_latency_table, validate_latency
+from onceforall.predictors import build_latency_table, onnx_timing, validate_latency
 from onceforall.predictors.kit import import_measurements, write_kit
 from onceforall.predictors.timing import cpu_name
 
@@ -83,10 +83,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         t0 = time.perf_counter()
         kit = write_kit(net, kit_dir, threads=args.threads, validate_subnets=args.n, **timing)
-        files = list((kit / "models").iterdir())
-        size = sum(f.stat().st_size for f in files) / 1e6
         t1 = time.perf_counter()
-        print(f"kit written in {t1 - t0:.1f} s: {len(files)} ONNX models, {size:.1f} MB")
+        sizes: dict[str, list[float]] = {}
+        for model in onnx_timing.read_manifest(kit)["models"]:
+            sizes.setdefault(model["kind"], []).append((kit / model["file"]).stat().st_size / 1e6)
+        total = sum(map(sum, sizes.values()))
+        print(
+            f"kit written in {t1 - t0:.1f} s: {sum(map(len, sizes.values()))} ONNX models, "
+            f"{total:.1f} MB ("
+            + ", ".join(
+                f"{len(v)} {k}: {sum(v):.1f} MB, mean {sum(v) / len(v):.2f}, max {max(v):.2f}"
+                for k, v in sizes.items()
+            )
+            + ")"
+        )
         done = measure_without_torch(kit, str(kit), "--name", "this machine via kit", "--quiet")
         if done.returncode != 0:
             raise SystemExit(f"measure.py failed:\n{done.stderr}")

@@ -46,7 +46,6 @@ __all__ = [
     "Pick",
     "Specializer",
     "device_slug",
-    "device_tables",
     "latency_table_path",
     "latency_tables",
 ]
@@ -69,14 +68,6 @@ def latency_table_path(
 def device_slug(device: str) -> str:
     """A device name as a file-name part: lower-case letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:48] or "device"
-
-
-def device_tables(run: Run) -> list[tuple[str, Path]]:
-    """``(device (backend), path)`` of every latency table a run holds."""
-    return [
-        (f"{meta.get('device', '?')} ({meta.get('backend', '?')})", path)
-        for path, meta in latency_tables(run)
-    ]
 
 
 def latency_tables(run: Run) -> list[tuple[Path, dict[str, Any]]]:
@@ -171,7 +162,13 @@ class Specializer:
         A kit-measured device's table is loaded, or its absence explained."""
         path = latency_table_path(self.run, self.backend, self.threads, device=self.device)
         if self.device is not None and not path.is_file():
-            have = "; ".join(f"{d}: {p.name}" for d, p in device_tables(self.run)) or "none"
+            have = (
+                "; ".join(
+                    f"{m.get('device', '?')} ({m.get('backend', '?')}): {p.name}"
+                    for p, m in latency_tables(self.run)
+                )
+                or "none"
+            )
             raise FileNotFoundError(
                 f"no latency table for device {self.device!r} with {self.threads} thread(s) in "
                 f"{path.parent} (tables there: {have}). Measure it on the device: `onceforall "

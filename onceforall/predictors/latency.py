@@ -316,9 +316,9 @@ def fit_latency_model(
         a, b = fit_line(x[keep], y[keep])
         return a * x[k] + b
 
-    def lines(keep, k) -> float:
+    def lines(keep, k) -> float:  # every resolution keeps a subnet: each has two or more
         a, offsets = fit_lines(x[keep], y[keep], r[keep])
-        return a * x[k] + offsets.get(r[k], np.median(y[keep] - a * x[keep]))
+        return a * x[k] + offsets[r[k]]
 
     report.update(loo_mape_line=loo(line), loo_mape_per_resolution=loo(lines))
     if report["loo_mape_per_resolution"] >= report["loo_mape_line"]:
@@ -345,10 +345,9 @@ def _fit_archs(net: Supernet, n: int, seed: int) -> list[ArchConfig]:
     return list(archs)
 
 
-def _subnets(net: Supernet, archs: Sequence[ArchConfig], batch_size: int) -> Iterator[tuple]:
-    for arch in archs:
-        shape = (batch_size, net.in_channels, arch.resolution, arch.resolution)
-        yield net.extract(arch), shape, True  # hot: as measure_latency times one model
+def _input_shape(net: Supernet, arch: ArchConfig, batch_size: int) -> tuple[int, ...]:
+    """A whole subnet's input: ``(batch_size, C, R, R)``."""
+    return (batch_size, net.in_channels, arch.resolution, arch.resolution)
 
 
 def build_latency_table(
@@ -463,9 +462,8 @@ class TablePlan:
         for shape in self.inputs:
             yield "empty", nn.Identity(), shape
         for kind, archs in (("fit", self.archs), ("validate", self.checks)):
-            for arch in archs:
-                shape = (self.batch_size, self.net.in_channels, arch.resolution, arch.resolution)
-                yield kind, self.net.extract(arch), shape  # hot, as measure_latency times one
+            for arch in archs:  # timed hot, as measure_latency times one model
+                yield kind, self.net.extract(arch), _input_shape(self.net, arch, self.batch_size)
 
     def table(self, ms: Sequence[float], metadata: dict[str, Any]) -> LatencyTable:
         """The table from one time per model of :meth:`models` (ms, in that order): each layer
@@ -622,9 +620,9 @@ def time_with_drift(
     so ``predicted * drift`` is the prediction to hold a measurement against."""
     check_backend(table.backend)
     refs, recorded = _fitting_subnets(table)
-    shapes = [(table.batch_size, table.net.in_channels, a.resolution, a.resolution) for a in archs]
-    items = [*((m, s, True) for m, s in zip(models, shapes, strict=True))]
-    items += list(_subnets(table.net, refs, table.batch_size))
+    net, b = table.net, table.batch_size
+    items = [(m, _input_shape(net, a, b), True) for m, a in zip(models, archs, strict=True)]
+    items += [(net.extract(a), _input_shape(net, a, b), True) for a in refs]
     timed = measure_many(items, table.backend, **_timing(table, warmup, repeats), progress=progress)
     n = len(models)
     drift = float(np.median(np.array(timed[n:]) / recorded)) if refs else None
