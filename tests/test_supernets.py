@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
 from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv, make_divisible
-from onceforall.elastic.utils import leading
+from onceforall.elastic.utils import Slice, leading, take_slices
 from onceforall.export import export_onnx, export_torchscript
 from onceforall.static import SqueezeExcite
 from onceforall.supernets.resnet import ResNetSupernet
@@ -359,6 +359,55 @@ def test_leading_slices_are_exact_and_keep_the_memory_format():
             expected = torch.zeros(w.shape)
             expected[:rows, :cols] = g
             assert torch.equal(grad, expected)
+
+
+def test_take_slices_match_ordinary_slicing_in_one_autograd_op():
+    """take_slices gives the values, memory formats and gradients of ordinary slicing (full-size
+    gradients in each parameter's own memory format), records one op for all of its slices, and
+    leaves frozen tensors, unused slices and whole tensors alone."""
+    torch.manual_seed(0)
+    conv = torch.randn(12, 10, 3, 3).contiguous(memory_format=torch.channels_last)
+    se = torch.randn(8, 16, 1, 1)
+    bias, frozen, whole = torch.randn(12), torch.randn(6, 5), torch.randn(4, 3)
+    for t in (conv, se, bias, whole):
+        t.requires_grad_()
+    slices = [
+        Slice(conv, (5, 4, 3, 3), True),  # a column slice, copied
+        Slice(conv, (12, 7, 3, 3), True),  # the same tensor again: gradients add up
+        Slice(se, (6, 16)),  # trailing 1x1 dims dropped
+        Slice(bias, (7,)),
+        Slice(frozen, (2, 5)),
+        Slice(whole, (4, 3)),
+        Slice(bias, (3,)),  # unused below
+    ]
+    expected = [
+        conv[:5, :4],
+        conv[:, :7],
+        se[:6, :, 0, 0],
+        bias[:7],
+        frozen[:2],
+        whole,
+        bias[:3],
+    ]
+    taken = take_slices(slices)
+    assert taken[5] is whole
+    assert taken[0].is_contiguous(memory_format=torch.channels_last)
+    nodes = {t.grad_fn for i, t in enumerate(taken) if i not in (4, 5)}
+    assert len(nodes) == 1 and not taken[4].requires_grad
+    weights = [torch.randn(t.shape) for t in taken[:6]]
+    loss = sum((t * w).sum() for t, w in zip(taken, weights, strict=False))
+    ref = sum((t * w).sum() for t, w in zip(expected, weights, strict=False))
+    for got, want in zip(taken, expected, strict=True):
+        assert torch.equal(got, want)
+    params = (conv, se, bias, whole)
+    grads = torch.autograd.grad(loss, params)
+    ref_grads = torch.autograd.grad(ref, params)
+    for p, g, r in zip(params, grads, ref_grads, strict=True):
+        assert torch.equal(g, r)
+        assert g.stride() == p.stride()  # the parameter's memory format
+    with torch.no_grad():
+        for got, want in zip(take_slices(slices), expected, strict=True):
+            assert torch.equal(got, want) and got.grad_fn is None
 
 
 def test_squeeze_excite_loads_subnets_saved_with_conv_weights():

@@ -7,12 +7,14 @@ shape changes, an average pool (the stride) followed by a 1x1 conv; ReLU after t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from onceforall.elastic.conv import ElasticConv2d, ElasticPointwiseConv
 from onceforall.elastic.norm import ElasticBatchNorm2d
-from onceforall.elastic.utils import conv_cost, sort_width_
+from onceforall.elastic.utils import Slice, conv_cost, sort_width_, take_slices
 from onceforall.static import ResidualBlock
 
 __all__ = ["ElasticBottleneck", "conv_bn", "copy_conv_bn_"]
@@ -107,10 +109,7 @@ class ElasticBottleneck(nn.Module):
             else None
         )
 
-    def active_params(self, in_channels: int, out_channels: int, mid_channels: int) -> tuple:
-        """The sliced ``(conv params, batch-norm params)`` of the reduce, conv, project and (if
-        any) shortcut layers at these widths. A supernet slices every active block's weights
-        before running any block: the same ops, but back to back they stay in warm caches."""
+    def _layers(self, in_channels: int, out_channels: int, mid_channels: int) -> list[tuple]:
         layers = [
             (self.reduce, self.reduce_bn, in_channels, mid_channels),
             (self.conv, self.conv_bn, mid_channels, mid_channels),
@@ -118,7 +117,33 @@ class ElasticBottleneck(nn.Module):
         ]
         if not self.identity_shortcut:
             layers.append((self.shortcut, self.shortcut_bn, in_channels, out_channels))
-        return tuple((conv.active_params(i, o), bn.active_params(o)) for conv, bn, i, o in layers)
+        return layers
+
+    def active_slices(self, in_channels: int, out_channels: int, mid_channels: int) -> list[Slice]:
+        """What :meth:`active_params` takes of the shared weights at these widths, in the order
+        :meth:`active_params_from` reads them."""
+        return [
+            s
+            for conv, bn, i, o in self._layers(in_channels, out_channels, mid_channels)
+            for s in (*conv.active_slices(i, o), *bn.active_slices(o))
+        ]
+
+    def active_params_from(
+        self, taken: Iterator[torch.Tensor], in_channels: int, out_channels: int, mid_channels: int
+    ) -> tuple:
+        """:meth:`active_params` from the next tensors of ``taken`` (:meth:`active_slices`
+        taken)."""
+        return tuple(
+            (conv.active_params_from(taken), bn.active_params_from(taken, o))
+            for conv, bn, _, o in self._layers(in_channels, out_channels, mid_channels)
+        )
+
+    def active_params(self, in_channels: int, out_channels: int, mid_channels: int) -> tuple:
+        """The sliced ``(conv params, batch-norm params)`` of the reduce, conv, project and (if
+        any) shortcut layers at these widths. A supernet takes the slices of every active block
+        at once, before running any block (see ``ResNetSupernet.forward_arch``)."""
+        widths = (in_channels, out_channels, mid_channels)
+        return self.active_params_from(iter(take_slices(self.active_slices(*widths))), *widths)
 
     def forward(
         self, x: torch.Tensor, out_channels: int, mid_channels: int, params: tuple | None = None

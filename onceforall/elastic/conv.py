@@ -3,14 +3,14 @@ with elastic kernel size through the Once-for-All kernel transformation matrices
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from onceforall.elastic.depthwise import depthwise_conv2d
-from onceforall.elastic.utils import leading
+from onceforall.elastic.utils import Slice, leading, take_slices
 
 __all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
@@ -36,6 +36,24 @@ class ElasticConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def active_slices(self, in_channels: int, out_channels: int | None = None) -> list[Slice]:
+        """What :meth:`active_params` takes of the shared parameters at these widths (a
+        supernet takes the slices of all its active layers at once: see
+        :func:`~onceforall.elastic.utils.take_slices`)."""
+        out = self.max_out if out_channels is None else out_channels
+        w = self.weight
+        # A column slice is copied once here, where a convolution would copy it itself in its
+        # forward and again in its backward (see leading).
+        slices = [Slice(w, (out, in_channels, *w.shape[2:]), in_channels != w.shape[1])]
+        return slices if self.bias is None else [*slices, Slice(self.bias, (out,))]
+
+    def active_params_from(
+        self, taken: Iterator[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The active ``(weight, bias)`` from the next tensors of ``taken`` (:meth:`active_slices`
+        taken)."""
+        return next(taken), None if self.bias is None else next(taken)
 
     def active_params(
         self, in_channels: int, out_channels: int | None = None
@@ -137,14 +155,23 @@ class ElasticDepthwiseConv(nn.Module):
             m = t @ m.index_select(0, getattr(self, crop))
         return m
 
+    def active_slices(self, channels: int | None = None) -> list[Slice]:
+        """What :meth:`kernel` takes of the shared weight: its first ``channels`` channels."""
+        w = self.weight
+        return [Slice(w, (self.max_channels if channels is None else channels, *w.shape[1:]))]
+
     def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
         """The active ``(channels, 1, k, k)`` kernel, differentiable w.r.t. weight and matrices."""
-        c = self.max_channels if channels is None else channels
+        return self.kernel_from(iter(take_slices(self.active_slices(channels))), kernel_size)
+
+    def kernel_from(self, taken: Iterator[torch.Tensor], kernel_size: int) -> torch.Tensor:
+        """:meth:`kernel` from the next tensor of ``taken`` (:meth:`active_slices` taken)."""
+        w = next(taken)
         chain = self._chains.get(kernel_size)
         if chain is None:
             raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes}")
         if not chain:
-            return self.weight if c == self.max_channels else self.weight[:c]
+            return w
         # A smaller kernel is one product of the weight with the folded crop-and-transform
         # matrix: two small autograd ops per block instead of a crop and a product per
         # transition (this runs on every training step of every block). Once the matrices are
@@ -162,10 +189,8 @@ class ElasticDepthwiseConv(nn.Module):
                 with torch.no_grad():
                     m = self._matrix(chain, transforms)
                 self._matrices[kernel_size] = (state, m)
-        w = self.weight.view(self.max_channels, -1)
-        return F.linear(w if c == self.max_channels else w[:c], m).view(
-            c, 1, kernel_size, kernel_size
-        )
+        c = w.shape[0]
+        return F.linear(w.view(c, -1), m).view(c, 1, kernel_size, kernel_size)
 
     def forward(
         self, x: torch.Tensor, kernel_size: int, kernel: torch.Tensor | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache, partial
 from typing import NamedTuple
 
@@ -13,7 +13,7 @@ from torch import nn
 from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
 from onceforall.elastic.norm import BatchNormParams, ElasticBatchNorm2d
 from onceforall.elastic.se import ElasticSE, SEParams
-from onceforall.elastic.utils import conv_cost, make_divisible, permute_bn_
+from onceforall.elastic.utils import Slice, conv_cost, make_divisible, permute_bn_, take_slices
 from onceforall.static import MBConv
 
 __all__ = ["ElasticMBConv", "MBConvParams", "activation"]
@@ -100,21 +100,47 @@ class ElasticMBConv(nn.Module):
     def mid_channels(self, expand_ratio: float) -> int:
         return _mid(self.in_channels, expand_ratio)
 
+    def active_slices(self, kernel_size: int, expand_ratio: float) -> list[Slice]:
+        """What :meth:`active_params` takes of the shared weights at a choice, in the order
+        :meth:`active_params_from` reads them."""
+        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
+        slices = []
+        if self.has_expand:
+            slices += self.expand_conv.active_slices(self.in_channels, mid)
+            slices += self.expand_bn.active_slices(mid)
+        slices += self.depthwise.active_slices(mid)
+        slices += self.depthwise_bn.active_slices(mid)
+        if self.se is not None:
+            slices += self.se.active_slices(mid)
+        return slices + self.project.active_slices(mid, self.out_channels)
+
+    def active_params_from(
+        self, taken: Iterator[torch.Tensor], kernel_size: int, expand_ratio: float
+    ) -> MBConvParams:
+        """The block's parameters at a choice from the next tensors of ``taken`` (its
+        :meth:`active_slices` taken), the depthwise kernel transformed."""
+        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
+        expand = expand_bn = None
+        if self.has_expand:
+            expand = self.expand_conv.active_params_from(taken)
+            expand_bn = self.expand_bn.active_params_from(taken, mid)
+        return MBConvParams(
+            expand,
+            expand_bn,
+            self.depthwise.kernel_from(taken, kernel_size),
+            self.depthwise_bn.active_params_from(taken, mid),
+            None if self.se is None else self.se.active_params_from(taken),
+            self.project.active_params_from(taken),
+        )
+
     def active_params(self, kernel_size: int, expand_ratio: float) -> MBConvParams:
         """Slice (and, for the depthwise kernel, transform) every elastic weight at a choice.
 
-        A supernet computes these for all its active blocks before running any of them (see
-        ``MBConvSupernet.forward_arch``); :meth:`forward` computes them itself otherwise.
+        A supernet takes the slices of all its active blocks at once, before running any block
+        (see ``MBConvSupernet.forward_arch``); :meth:`forward` calls this otherwise.
         """
-        mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
-        return MBConvParams(
-            self.expand_conv.active_params(self.in_channels, mid) if self.has_expand else None,
-            self.expand_bn.active_params(mid) if self.has_expand else None,
-            self.depthwise.kernel(kernel_size, mid),
-            self.depthwise_bn.active_params(mid),
-            None if self.se is None else self.se.active_params(mid),
-            self.project.active_params(mid, self.out_channels),
-        )
+        taken = iter(take_slices(self.active_slices(kernel_size, expand_ratio)))
+        return self.active_params_from(taken, kernel_size, expand_ratio)
 
     def forward(
         self,

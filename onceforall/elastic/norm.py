@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from onceforall.elastic.utils import Slice, take_slices
 
 __all__ = ["BatchNormParams", "ElasticBatchNorm2d"]
 
@@ -21,10 +25,17 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     Subnets therefore disturb each other's statistics: recalibrate before evaluating one.
     """
 
-    def active_params(self, channels: int) -> BatchNormParams | None:
-        """``(running_mean, running_var, weight, bias)`` of the first ``channels`` channels, as
-        views of the shared tensors (``None`` where the layer has none, or for statistics that
-        this mode does not use); ``None`` at full width, where the plain batch norm runs."""
+    def active_slices(self, channels: int) -> list[Slice]:
+        """What :meth:`active_params` takes of the affine parameters (nothing at full width)."""
+        if channels == self.num_features:
+            return []
+        return [Slice(p, (channels,)) for p in (self.weight, self.bias) if p is not None]
+
+    def active_params_from(
+        self, taken: Iterator[torch.Tensor], channels: int
+    ) -> BatchNormParams | None:
+        """:meth:`active_params` with the affine parameters from the next tensors of ``taken``
+        (:meth:`active_slices` taken)."""
         if channels == self.num_features:
             return None
         # Buffers never require grad: slicing them records no autograd op.
@@ -33,9 +44,15 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         return (
             mean[:channels] if keep_stats and mean is not None else None,
             var[:channels] if keep_stats and var is not None else None,
-            None if self.weight is None else self.weight[:channels],
-            None if self.bias is None else self.bias[:channels],
+            None if self.weight is None else next(taken),
+            None if self.bias is None else next(taken),
         )
+
+    def active_params(self, channels: int) -> BatchNormParams | None:
+        """``(running_mean, running_var, weight, bias)`` of the first ``channels`` channels, as
+        views of the shared tensors (``None`` where the layer has none, or for statistics that
+        this mode does not use); ``None`` at full width, where the plain batch norm runs."""
+        return self.active_params_from(iter(take_slices(self.active_slices(channels))), channels)
 
     def forward(self, x: torch.Tensor, params: BatchNormParams | None = None) -> torch.Tensor:
         """Args: x: ``(N, C, H, W)``; params: :meth:`active_params` for ``C``, if precomputed."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onceforall.elastic.utils import leading, make_divisible
+from onceforall.elastic.utils import Slice, make_divisible, take_slices
 from onceforall.static import SqueezeExcite
 
 __all__ = ["ElasticSE", "SEParams"]
@@ -36,20 +38,29 @@ class ElasticSE(nn.Module):
     def mid(cls, channels: int) -> int:
         return make_divisible(channels // cls.reduction, 8)
 
+    def active_slices(self, channels: int) -> list[Slice]:
+        """What :meth:`active_params` takes of the shared parameters at ``channels``."""
+        m = self.mid(channels)
+        # The weights as 2-D strided views, no copy: the squeeze runs on a 1x1 map, where a
+        # linear layer is the same product as the 1x1 conv and takes a strided weight as it is
+        # (a conv would need it copied to contiguous memory in forward and backward).
+        return [
+            Slice(self.reduce_weight, (m, channels)),
+            Slice(self.reduce_bias, (m,)),
+            Slice(self.expand_weight, (channels, m)),
+            Slice(self.expand_bias, (channels,)),
+        ]
+
+    @staticmethod
+    def active_params_from(taken: Iterator[torch.Tensor]) -> SEParams:
+        """The active parameters from the next tensors of ``taken`` (:meth:`active_slices`
+        taken)."""
+        return next(taken), next(taken), next(taken), next(taken)
+
     def active_params(self, channels: int) -> SEParams:
         """``(reduce_weight, reduce_bias, expand_weight, expand_bias)`` at ``channels``: the first
         rows/columns of the shared parameters, the weights as 2-D ``(out, in)`` matrices."""
-        m = self.mid(channels)
-        rw, ew = self.reduce_weight, self.expand_weight
-        # One strided view per weight and no copy: the squeeze runs on a 1x1 map, where a
-        # linear layer is the same product as the 1x1 conv and takes a strided weight as it is
-        # (a conv would need it copied to contiguous memory in forward and backward).
-        return (
-            rw.as_strided((m, channels), rw.stride()[:2], rw.storage_offset()),
-            leading(self.reduce_bias, m),
-            ew.as_strided((channels, m), ew.stride()[:2], ew.storage_offset()),
-            leading(self.expand_bias, channels),
-        )
+        return self.active_params_from(iter(take_slices(self.active_slices(channels))))
 
     def forward(self, x: torch.Tensor, params: SEParams | None = None) -> torch.Tensor:
         """Args: x: ``(N, C, H, W)``; params: :meth:`active_params` for ``C``, if precomputed."""

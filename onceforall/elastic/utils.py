@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["conv_cost", "leading", "make_divisible", "permute_bn_", "sort_width_"]
+__all__ = [
+    "Slice",
+    "conv_cost",
+    "leading",
+    "make_divisible",
+    "permute_bn_",
+    "sort_width_",
+    "take_slices",
+]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -41,6 +50,79 @@ def leading(t: torch.Tensor, rows: int, cols: int | None = None) -> torch.Tensor
     # clone() keeps the memory format the view suggests (channels-last weights, as the trainer
     # makes them, stay channels-last), so convolutions pick the same algorithm as for the view.
     return sub.clone()
+
+
+class Slice(NamedTuple):
+    """A leading part of a parameter: ``tensor[:size[0], :size[1], ...]``, its dimensions past
+    ``len(size)`` dropped (they must have size 1), as a view, or as a copy when ``copy`` (for a
+    strided part a convolution would otherwise copy in its forward and again in its backward; see
+    :func:`leading`)."""
+
+    tensor: torch.Tensor
+    size: tuple[int, ...]
+    copy: bool = False
+
+
+def _take(s: Slice) -> torch.Tensor:
+    t = s.tensor
+    view = t.as_strided(s.size, t.stride()[: len(s.size)], t.storage_offset())
+    # clone() keeps the memory format the view suggests, as in leading().
+    return view.clone() if s.copy else view
+
+
+class _TakeSlices(torch.autograd.Function):
+    """Many slices as one autograd op. Each slice taken alone records its own op, and in backward
+    its own node, full-size zero-filled gradient and copy: at a small subnet's training step these
+    many tiny ops are a visible share of the time (the elastic overhead benchmark). Here the
+    backward fills one zeroed buffer for all the gradients with one batched copy."""
+
+    @staticmethod
+    def forward(ctx, slices: tuple[Slice, ...], *tensors: torch.Tensor):
+        # ``tensors`` are the slices' own tensors, passed so that autograd links them to the op.
+        ctx.slices = slices
+        return tuple(_take(s) for s in slices)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        slices: tuple[Slice, ...] = ctx.slices
+        wanted = [i for i, g in enumerate(grads) if g is not None and ctx.needs_input_grad[i + 1]]
+        out: list[torch.Tensor | None] = [None] * len(slices)
+        if not wanted:
+            return None, *out
+        # Each gradient is a dense view of the buffer with its parameter's strides (its memory
+        # format), so the optimizer and DDP see ordinary full-size gradients.
+        buffer = grads[wanted[0]].new_zeros(sum(slices[i].tensor.numel() for i in wanted))
+        parts, offset = [], 0
+        for i in wanted:
+            t, size = slices[i].tensor, slices[i].size
+            out[i] = buffer.as_strided(t.shape, t.stride(), offset)
+            parts.append(buffer.as_strided(size, t.stride()[: len(size)], offset))
+            offset += t.numel()
+        torch._foreach_copy_(parts, [grads[i] for i in wanted])
+        return None, *out
+
+
+def take_slices(slices: Sequence[Slice]) -> list[torch.Tensor]:
+    """The slices' tensors, gradients flowing back to the sliced parameters as with ordinary
+    slicing (the values and gradients are exactly the same). A slice of a whole tensor is the
+    tensor itself. While gradients are recorded, all the slices of tensors that require them are
+    taken by one autograd op."""
+    out: list[torch.Tensor | None] = [None] * len(slices)
+    recorded = torch.is_grad_enabled()
+    todo: list[int] = []
+    for i, s in enumerate(slices):
+        if s.size == s.tensor.shape:
+            out[i] = s.tensor
+        elif recorded and s.tensor.requires_grad:
+            todo.append(i)
+        else:
+            out[i] = _take(s)
+    if todo:
+        parts = tuple(slices[i] for i in todo)
+        taken = _TakeSlices.apply(parts, *(s.tensor for s in parts))
+        for i, t in zip(todo, taken, strict=True):
+            out[i] = t
+    return out  # type: ignore[return-value]
 
 
 def conv_cost(

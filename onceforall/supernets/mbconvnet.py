@@ -20,7 +20,7 @@ from torch import nn
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.elastic import ElasticMBConv, make_divisible
 from onceforall.elastic.mbconv import activation
-from onceforall.elastic.utils import conv_cost
+from onceforall.elastic.utils import conv_cost, take_slices
 from onceforall.static import MBConv, SqueezeExcite, StaticNet
 from onceforall.supernets.base import LayerSpec, Supernet
 from onceforall.supernets.registry import register_supernet
@@ -217,9 +217,12 @@ class MBConvSupernet(Supernet):
         # Slice every active block's weights (and transform its kernels) before running any block:
         # the same ops on the same tensors, so the same results. But run back to back, these many
         # tiny ops stay in warm caches instead of each following a conv that evicted them, and
-        # autograd (which runs ready nodes newest first) batches their backward at the very end
-        # too. This removes about a third of the elastic overhead on small inputs.
-        params = [block.active_params(k, e) for block, k, e in active]
+        # autograd (which runs ready nodes newest first) runs their backward at the very end too.
+        # All the slices are one autograd op (take_slices): a small subnet's step records a
+        # hundred of them, and each alone would cost its own backward node, zero-filled
+        # full-size gradient and copy.
+        taken = iter(take_slices([s for block, k, e in active for s in block.active_slices(k, e)]))
+        params = [block.active_params_from(taken, k, e) for block, k, e in active]
         x = self.first_block(self.stem(x), *_only(self.first_block))
         for (block, k, e), p in zip(active, params, strict=True):
             x = block(x, k, e, p)

@@ -30,7 +30,7 @@ from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.elastic import ElasticBatchNorm2d, make_divisible
 from onceforall.elastic.bottleneck import ElasticBottleneck, conv_bn, copy_conv_bn_
 from onceforall.elastic.conv import ElasticConv2d
-from onceforall.elastic.utils import conv_cost, leading, sort_width_
+from onceforall.elastic.utils import conv_cost, leading, sort_width_, take_slices
 from onceforall.static import ResidualBlock, StaticNet
 from onceforall.supernets.base import LayerSpec, Supernet
 from onceforall.supernets.registry import register_supernet
@@ -196,14 +196,15 @@ class ResNetSupernet(Supernet):
     # ---------------------------------------------------------------- forward
     def forward_arch(self, x: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
         mid_c, stem_c, *stage_c = self.widths(arch)
-        # Slice every active block's weights before running any block (see
-        # ElasticBottleneck.active_params): a visible share of a small subnet's elastic overhead.
+        # Slice every active block's weights before running any block, all in one autograd op
+        # (see MBConvSupernet.forward_arch): a visible share of a small subnet's elastic overhead.
         active, c_in = [], stem_c
         for stage, c, es in zip(self.stages, stage_c, arch.expand_ratios, strict=True):
             for block, e in zip(stage, es, strict=False):  # the first depths[s] blocks
-                widths = (c, _mid(c, e))
-                active.append((block, widths, block.active_params(c_in, *widths)))
+                active.append((block, (c_in, c, _mid(c, e))))
                 c_in = c
+        taken = iter(take_slices([s for block, w in active for s in block.active_slices(*w)]))
+        active = [(block, w[1:], block.active_params_from(taken, *w)) for block, w in active]
         x = self.act(self.stem_bn0(self.stem_conv0(x, mid_c)))
         if arch.stem_depth == 3:
             x = x + self.act(self.stem_bn1(self.stem_conv1(x, mid_c)))
