@@ -466,3 +466,54 @@ def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_
     # they are a loadable supernet.
     net = ofa.load_supernet(run)
     assert net.space == ofa.load_supernet(finished_run).space
+    # The evaluations, split across the ranks, are those of the saved supernet, as one process
+    # of one thread (each rank's) computes them.
+    evals = _records(run, "eval")
+    assert [r["phase"] for r in evals] == [p["name"] for p in TINY["schedule"]["phases"]]
+    config = tiny_config()
+    data = load_data(config.data)
+    summary = json.loads((run / "summary.json").read_text())["subnets"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
+            assert summary[label]["arch"] == str(arch)
+            for split, dataset in (("holdout", data.holdout), ("test", data.test)):
+                expected = ofa.evaluate_subnet(
+                    net, arch, dataset, data.holdout,
+                    calibration_images=config.bn_calibration_images,
+                    batch_size=config.eval_batch_size,
+                )  # fmt: skip
+                assert summary[label][f"{split}_accuracy"] == expected, (label, split)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _shared_worker(rank: int, store_file: str, out_dir: str) -> None:
+    from onceforall.training.trainer import _Env, _shared
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store_file}", rank=rank, world_size=2
+    )
+    try:
+        ran = []
+
+        def job(i: int) -> tuple[int, int]:
+            ran.append(i)
+            return i * i, rank
+
+        jobs = [lambda i=i: job(i) for i in range(5)]
+        results = _shared(_Env(rank, 2, torch.device("cpu")), jobs)
+        Path(out_dir, f"{rank}.json").write_text(json.dumps({"ran": ran, "results": results}))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_evaluations_are_split_across_ranks_and_every_rank_gets_every_result(tmp_path):
+    torch.multiprocessing.spawn(
+        _shared_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
+    )
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert got["ran"] == list(range(rank, 5, 2))  # job i on rank i % 2
+        assert got["results"] == [[i * i, i % 2] for i in range(5)]  # in job order, everywhere
