@@ -103,6 +103,24 @@ def test_fit_is_deterministic_under_seed():
     assert not np.array_equal(a, c)
 
 
+def test_an_archs_prediction_does_not_depend_on_its_batch():
+    """A search scores archs in populations and reports its picks alone: the two must agree (a
+    float32 MLP rounds differently per batch size, by about 1e-7 relative)."""
+    archs = sample_archs(SPACE, 300, seed=3)
+    y = 85 + 5 * _synthetic_target(SPACE.encode_batch(archs))
+    pred = AccuracyPredictor(SPACE, hidden=(64, 64)).fit(archs, y, epochs=3)
+    batched = pred.predict(archs)
+    alone = np.array([pred.predict([a])[0] for a in archs[:40]])
+    np.testing.assert_allclose(alone, batched[:40], rtol=0, atol=1e-11)
+    # A new fit, or new weights loaded in place, is what the next prediction uses.
+    pred.fit(archs, y[::-1].copy(), epochs=3)
+    refit = pred.predict(archs)
+    assert np.abs(refit - batched).max() > 1e-3
+    with torch.no_grad():
+        pred.mlp[0].bias.add_(1.0)
+    assert np.abs(pred.predict(archs) - refit).max() > 1e-6
+
+
 def test_save_load_round_trip(tmp_path):
     archs = sample_archs(SPACE, 100, seed=2)
     y = _synthetic_target(SPACE.encode_batch(archs))

@@ -80,6 +80,8 @@ class AccuracyPredictor:
     # Holdout accuracies measured for the accuracy dataset's archs (set by ensure_predictor; not
     # saved with the predictor: the dataset file holds them).
     measured: dict[ArchConfig, float] = field(default_factory=dict, repr=False)
+    # (the MLP's parameters and their version counters, their float64 copies): see predict.
+    _weights64: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -144,8 +146,30 @@ class AccuracyPredictor:
         """Predicted accuracy (%) of encoded archs ``x``: ``(N, encoding_size)`` -> ``(N,)``."""
         if x.ndim != 2 or x.shape[1] != self.space.encoding_size:
             raise ValueError(f"x must be (N, {self.space.encoding_size}), got {tuple(x.shape)}")
-        out = self.mlp(x.float()).squeeze(1).double().numpy()
-        return out * self.target_std + self.target_mean
+        # In float64: a float32 product rounds differently for different batch sizes (by about
+        # 1e-7 relative), so an arch's prediction would depend on the batch it came in, and a
+        # search's scores, its picks' reported accuracy and predict([arch]) would disagree in
+        # the last digits (a pick could then seem beaten by itself on a front).
+        weights = self._float64_weights()
+        out = torch.func.functional_call(self.mlp, weights, (x.double(),))
+        return out.squeeze(1).numpy() * self.target_std + self.target_mean
+
+    def _float64_weights(self) -> dict[str, torch.Tensor]:
+        """The MLP's weights in float64, converted again only when training or loading changed
+        them (their version counters)."""
+        params = dict(self.mlp.named_parameters())
+        # The parameter objects themselves (fit builds a new MLP) and their versions (an
+        # optimizer step or load_state_dict changes them in place).
+        state = [(p, p._version) for p in params.values()]
+        cached = self._weights64
+        if (
+            cached is None
+            or len(cached[0]) != len(state)
+            or any(p is not q or v != w for (p, v), (q, w) in zip(cached[0], state, strict=True))
+        ):
+            cached = (state, {k: p.detach().double() for k, p in params.items()})
+            self._weights64 = cached
+        return cached[1]
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """Predicted accuracy (%) of each arch: shape ``(len(archs),)`` float64.
