@@ -449,9 +449,10 @@ def test_depthwise_conv2d_matches_conv2d_and_its_gradients(kh, kw, stride, hw, c
     c = 6
     x = torch.randn(3, c, *hw, generator=g, dtype=torch.float64)
     w = torch.randn(c, 1, kh, kw, generator=g, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-        w = w.contiguous(memory_format=torch.channels_last)
+    if channels_last:  # as Module.to(memory_format=...) makes them (strides of a channels-last
+        # (C, 1, kh, kw) weight differ from a contiguous one's in the size-1 dim only)
+        x = x.to(memory_format=torch.channels_last)
+        w = w.to(memory_format=torch.channels_last)
     x1, w1 = x.clone().requires_grad_(), w.clone().requires_grad_()
     x2, w2 = x.clone().requires_grad_(), w.clone().requires_grad_()
     ref = F.conv2d(x1, w1, None, stride, (kh // 2, kw // 2), 1, c)
@@ -463,6 +464,9 @@ def test_depthwise_conv2d_matches_conv2d_and_its_gradients(kh, kw, stride, hw, c
     out.backward(grad)
     torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-10)
+    if kw > 3:  # the assembled gradient comes in the weight's own strides (DDP's bucket views)
+        (gw,) = torch.autograd.grad(depthwise_conv2d(x2, w2, stride), w2, grad)
+        assert gw.stride() == w2.stride()
 
 
 def test_depthwise_conv2d_without_weight_gradient_is_plain_conv2d():

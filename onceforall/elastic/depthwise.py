@@ -115,7 +115,9 @@ def depthwise_weight_grad(
             (False, True, False),
         )[1]  # fmt: skip
 
-    out = weight.new_empty(weight.shape)
+    # The weight's own strides (its memory format): a gradient laid out otherwise is copied by
+    # AccumulateGrad, and DDP's reducer warns that it does not match its bucket view.
+    out = torch.empty_like(weight)
     out[..., p - 1 : p + 2] = three_columns(0)
     for d in range(2, p + 1, 2):
         n = min(2, p - d + 1)  # offsets d (and d + 1 while inside the kernel)
