@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onceforall.elastic.depthwise import depthwise_conv2d
-from onceforall.elastic.utils import Slice, leading, take_slices
+from onceforall.elastic.utils import Slice, take_slices
 
 __all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
@@ -59,10 +59,9 @@ class ElasticConv2d(nn.Module):
         self, in_channels: int, out_channels: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The active ``(weight, bias)``: the first channels of the shared parameters (see
-        :func:`~onceforall.elastic.utils.leading`); gradients flow back to those."""
-        out = self.max_out if out_channels is None else out_channels
-        bias = None if self.bias is None else leading(self.bias, out)
-        return leading(self.weight, out, in_channels), bias
+        :meth:`active_slices`); gradients flow back to those."""
+        taken = iter(take_slices(self.active_slices(in_channels, out_channels)))
+        return self.active_params_from(taken)
 
     def forward(
         self,
