@@ -466,7 +466,7 @@ def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_
     # they are a loadable supernet.
     net = ofa.load_supernet(run)
     assert net.space == ofa.load_supernet(finished_run).space
-    # The evaluations, split across the ranks, are those of the saved supernet, as one process
+    # The evaluations, their images shared by the ranks, are the saved supernet's, as one process
     # of one thread (each rank's) computes them.
     evals = _records(run, "eval")
     assert [r["phase"] for r in evals] == [p["name"] for p in TINY["schedule"]["phases"]]
@@ -489,31 +489,53 @@ def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_
         torch.set_num_threads(threads)
 
 
-def _shared_worker(rank: int, store_file: str, out_dir: str) -> None:
-    from onceforall.training.trainer import _Env, _shared
+class _Images(torch.utils.data.Dataset):
+    """40 random 1 x 8 x 8 images with labels, the same in every process."""
 
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(40, 1, 8, 8, generator=g)
+        self.y = torch.randint(0, 3, (40,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = torch.nn.Linear(64, 3)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(int(x[0, 0, 0, 0].mul(1e4).round()))  # which batch (its first pixel)
+        return self.fc(x.flatten(1))
+
+
+def _accuracy_worker(rank: int, store_file: str, out_dir: str) -> None:
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{store_file}", rank=rank, world_size=2
     )
     try:
-        ran = []
-
-        def job(i: int) -> tuple[int, int]:
-            ran.append(i)
-            return i * i, rank
-
-        jobs = [lambda i=i: job(i) for i in range(5)]
-        results = _shared(_Env(rank, 2, torch.device("cpu")), jobs)
-        Path(out_dir, f"{rank}.json").write_text(json.dumps({"ran": ran, "results": results}))
+        net = _Counted()
+        acc = accuracy(net, _Images(), 8, batch_size=7, distributed=True)
+        Path(out_dir, f"{rank}.json").write_text(json.dumps({"acc": acc, "seen": net.seen}))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_evaluations_are_split_across_ranks_and_every_rank_gets_every_result(tmp_path):
+def test_distributed_accuracy_shares_the_batches_and_equals_one_process(tmp_path):
     torch.multiprocessing.spawn(
-        _shared_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
+        _accuracy_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
     )
+    net = _Counted()
+    expected = accuracy(net, _Images(), 8, batch_size=7)  # one process: all 6 batches
+    assert len(net.seen) == 6
     for rank in (0, 1):
         got = json.loads((tmp_path / f"{rank}.json").read_text())
-        assert got["ran"] == list(range(rank, 5, 2))  # job i on rank i % 2
-        assert got["results"] == [[i * i, i % 2] for i in range(5)]  # in job order, everywhere
+        assert got["acc"] == expected
+        assert got["seen"] == net.seen[rank::2]  # every other batch

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from onceforall.arch import ArchConfig
 from onceforall.config import TrainConfig
 from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
 from onceforall.supernets import Supernet, create_supernet
@@ -497,19 +495,6 @@ def _train_step(
     return total
 
 
-def _shared(env: _Env, jobs: list[Callable[[], Any]]) -> list[Any]:
-    """The results of independent ``jobs`` (evaluations), the jobs split across the DDP ranks
-    (job ``i`` on rank ``i % world``) and every result gathered on every rank. Each job works on
-    its own extracted subnet, so the ranks' supernets stay as they are."""
-    if env.world == 1:
-        return [job() for job in jobs]
-    mine = {i: jobs[i]() for i in range(env.rank, len(jobs), env.world)}
-    gathered: list[dict[int, Any] | None] = [None] * env.world
-    dist.all_gather_object(gathered, mine)
-    results = {i: r for part in gathered if part for i, r in part.items()}
-    return [results[i] for i in range(len(jobs))]
-
-
 def _validate(
     net: Supernet,
     phase: Phase,
@@ -521,7 +506,8 @@ def _validate(
     started: float,
 ) -> dict[str, Any]:
     """The epoch-end record: holdout accuracy of the phase's largest and smallest subnets after
-    BN recalibration (under DDP each evaluated by its own rank; every rank gets the record)."""
+    BN recalibration (under DDP the ranks share the evaluation images; every rank gets the
+    record)."""
     record: dict[str, Any] = {
         "kind": "eval",
         "phase": phase.name,
@@ -529,25 +515,17 @@ def _validate(
         "epoch": epoch,
         "global_step": gstep,
     }
-    subnets = (("largest", phase.space.largest()), ("smallest", phase.space.smallest()))
-    accuracies = _shared(
-        env,
-        [
-            partial(
-                evaluate_subnet,
-                net,
-                arch,
-                data.holdout,
-                data.holdout,
-                calibration_images=config.bn_calibration_images,
-                batch_size=config.eval_batch_size,
-                limit=config.eval_images,
-            )
-            for _, arch in subnets
-        ],
-    )
-    for (label, arch), accuracy in zip(subnets, accuracies, strict=True):
-        record[f"{label}_acc"] = accuracy
+    for label, arch in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
+        record[f"{label}_acc"] = evaluate_subnet(
+            net,
+            arch,
+            data.holdout,
+            data.holdout,
+            calibration_images=config.bn_calibration_images,
+            batch_size=config.eval_batch_size,
+            limit=config.eval_images,
+            distributed=env.world > 1,
+        )
         record[f"{label}_arch"] = str(arch)
     record["elapsed_s"] = time.monotonic() - started
     return record
@@ -557,25 +535,20 @@ def _summary(
     net: Supernet, data: DataBundle, config: TrainConfig, env: _Env, started: float
 ) -> dict[str, Any]:
     """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
-    test set is used here, for final reporting, and nowhere else in training. Under DDP each
-    subnet is evaluated by its own rank."""
-
-    def row(arch: ArchConfig) -> dict[str, Any]:
-        out = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
+    test set is used here, for final reporting, and nowhere else in training. Under DDP the
+    ranks share the evaluation images."""
+    summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
+    for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
+        row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
         for split, dataset in (("holdout", data.holdout), ("test", data.test)):
-            out[f"{split}_accuracy"] = evaluate_subnet(
+            row[f"{split}_accuracy"] = evaluate_subnet(
                 net,
                 arch,
                 dataset,
                 data.holdout,
                 calibration_images=config.bn_calibration_images,
                 batch_size=config.eval_batch_size,
+                distributed=env.world > 1,
             )
-        return out
-
-    subnets = (("largest", net.space.largest()), ("smallest", net.space.smallest()))
-    rows = _shared(env, [partial(row, arch) for _, arch in subnets])
-    return {
-        "train_seconds": time.monotonic() - started,
-        "subnets": {label: r for (label, _), r in zip(subnets, rows, strict=True)},
-    }
+        summary["subnets"][label] = row
+    return summary
