@@ -39,9 +39,21 @@ def _prepare(x: torch.Tensor, resolution: int, device: torch.device) -> torch.Te
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
 
 
+def _share(distributed: bool) -> tuple[int, int]:
+    """``(rank, world)`` when ``distributed`` work is to be shared, else ``(0, 1)``."""
+    if distributed and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @torch.no_grad()
 def recalibrate_bn(
-    net: nn.Module, arch: ArchConfig, loader: Iterable, num_batches: int | None = None
+    net: nn.Module,
+    arch: ArchConfig,
+    loader: Iterable,
+    num_batches: int | None = None,
+    *,
+    distributed: bool = False,
 ) -> nn.Module:
     """Reset and recompute the batch-norm running statistics of ``net`` at ``arch``.
 
@@ -51,6 +63,10 @@ def recalibrate_bn(
         arch: the subnet whose statistics to compute; batches are resized to its resolution.
         loader: yields ``(images, labels)`` or images; use a fixed holdout slice.
         num_batches: how many batches to use (all by default).
+        distributed: share the batches among the ``torch.distributed`` ranks (every rank calls
+            this with the same loader): each runs every ``world``-th batch, and the ranks'
+            averages are combined, weighted by their batches, into the statistics one process
+            computes (up to float rounding), on every rank.
 
     Returns:
         ``net``, in eval mode, with exact (cumulative-average) statistics of those batches.
@@ -63,19 +79,35 @@ def recalibrate_bn(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the exact mean over the batches seen
     device = next(net.parameters()).device
+    rank, world = _share(distributed)
     net.train()
     seen = 0
     try:
         for i, batch in enumerate(loader):
             if num_batches is not None and i >= num_batches:
                 break
-            x = batch[0] if isinstance(batch, list | tuple) else batch
-            net(_prepare(x, arch.resolution, device))
-            seen += 1
+            if i % world == rank:
+                x = batch[0] if isinstance(batch, list | tuple) else batch
+                net(_prepare(x, arch.resolution, device))
+                seen += 1
     finally:
         for m, momentum in saved:
             m.momentum = momentum
         net.eval()
+    if world > 1:
+        # Each rank holds the mean of its batches' statistics: the batch-weighted mean of these
+        # is the mean over all batches (summed in float64).
+        stats = [t for m in bns for t in (m.running_mean, m.running_var) if t is not None]
+        count = torch.tensor([float(seen)], dtype=torch.float64, device=device)
+        flat = torch.cat([*(t.double().flatten() * seen for t in stats), count])
+        dist.all_reduce(flat)
+        seen = int(flat[-1])
+        if seen:
+            for t, part in zip(stats, flat[:-1].split([t.numel() for t in stats]), strict=True):
+                t.copy_((part / seen).view_as(t))
+            for m in bns:
+                if m.num_batches_tracked is not None:
+                    m.num_batches_tracked.fill_(seen)
     if seen == 0:
         raise ValueError("recalibrate_bn got no batches: the calibration loader is empty")
     return net
@@ -99,9 +131,7 @@ def accuracy(
     """
     net.eval()
     device = next(net.parameters()).device
-    rank, world = 0, 1
-    if distributed and dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = _share(distributed)
     correct = total = 0
     for i, (x, y) in enumerate(batches(dataset, batch_size, limit)):
         if i % world == rank:
@@ -131,12 +161,13 @@ def evaluate_subnet(
     """Accuracy (%) of ``arch`` extracted from ``net`` with batch norm recalibrated on the first
     ``calibration_images`` of ``calibration``; the supernet itself is not modified.
 
-    ``distributed``: share the evaluation images among the ``torch.distributed`` ranks (see
-    :func:`accuracy`; every rank calls this). Each rank recalibrates on all the calibration
-    images, so every rank holds the same statistics a single process computes.
+    ``distributed``: share the calibration and evaluation images among the
+    ``torch.distributed`` ranks (see :func:`recalibrate_bn` and :func:`accuracy`; every rank
+    calls this).
     """
     sub = net.extract(arch)
-    recalibrate_bn(sub, arch, batches(calibration, batch_size, calibration_images))
+    calibration_batches = batches(calibration, batch_size, calibration_images)
+    recalibrate_bn(sub, arch, calibration_batches, distributed=distributed)
     return accuracy(
         sub, dataset, arch.resolution, batch_size=batch_size, limit=limit, distributed=distributed
     )
