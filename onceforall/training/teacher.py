@@ -60,13 +60,21 @@ class FullNetworkTeacher(nn.Module):
         return teacher.eval()
 
     @classmethod
-    def build(cls, supernet: Supernet, calibration: Callable[[], Iterable]) -> FullNetworkTeacher:
+    def build(
+        cls,
+        supernet: Supernet,
+        calibration: Callable[[], Iterable],
+        *,
+        distributed: bool = False,
+    ) -> FullNetworkTeacher:
         """The teacher from ``supernet`` as it stands, each copy's batch norm recalibrated on the
-        batches a fresh ``calibration()`` yields (a fixed holdout slice)."""
+        batches a fresh ``calibration()`` yields (a fixed holdout slice); ``distributed``: the
+        ranks share the batches (see :func:`~onceforall.training.bn.recalibrate_bn`)."""
         teacher = cls.skeleton(supernet)
         largest = supernet.space.largest()
         for r, net in teacher.nets.items():
-            recalibrate_bn(net, dataclasses.replace(largest, resolution=int(r)), calibration())
+            arch = dataclasses.replace(largest, resolution=int(r))
+            recalibrate_bn(net, arch, calibration(), distributed=distributed)
         return teacher.eval()
 
 

@@ -157,15 +157,16 @@ def _teacher(
     net: Supernet, data: DataBundle, config: TrainConfig, run_dir: Path, env: _Env, create: bool
 ) -> nn.Module:
     """The full network as a frozen teacher, its batch norm recalibrated at each resolution on
-    the holdout slice that evaluations use (saved by rank 0, so a resumed run and every DDP rank
-    get the same one back)."""
+    the holdout slice that evaluations use (the ranks share the calibration; saved by rank 0,
+    so a resumed run and every DDP rank get the same one back)."""
     path = run_dir / TEACHER_FILE
     if create:
+        calibration = partial(
+            batches, data.holdout, config.eval_batch_size, config.bn_calibration_images
+        )
+        teacher = FullNetworkTeacher.build(net, calibration, distributed=env.world > 1)
         if env.main:
-            calibration = partial(
-                batches, data.holdout, config.eval_batch_size, config.bn_calibration_images
-            )
-            save_weights(FullNetworkTeacher.build(net, calibration), path)
+            save_weights(teacher, path)
         _barrier(env)
     # Every rank, rank 0 included, takes the saved file: all hold the same teacher, as a resumed
     # run does.
