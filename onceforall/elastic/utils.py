@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "Slice",
@@ -83,6 +84,7 @@ class _TakeSlices(torch.autograd.Function):
         return tuple(_take(s) for s in slices)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads: torch.Tensor | None):
         slices: tuple[Slice, ...] = ctx.slices
         wanted = [i for i, g in enumerate(grads) if g is not None and ctx.needs_input_grad[i + 1]]
