@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
 from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv, make_divisible
-from onceforall.elastic.utils import Slice, leading, take_slices
+from onceforall.elastic.utils import _ONE_OP_FROM, Slice, leading, take_slices
 from onceforall.export import export_onnx, export_torchscript
 from onceforall.static import SqueezeExcite
 from onceforall.supernets.resnet import ResNetSupernet
@@ -361,10 +361,12 @@ def test_leading_slices_are_exact_and_keep_the_memory_format():
             assert torch.equal(grad, expected)
 
 
-def test_take_slices_match_ordinary_slicing_in_one_autograd_op():
+@pytest.mark.parametrize("many", [True, False], ids=["one op", "ordinary ops"])
+def test_take_slices_match_ordinary_slicing_in_one_autograd_op(many):
     """take_slices gives the values, memory formats and gradients of ordinary slicing (full-size
-    gradients in each parameter's own memory format), records one op for all of its slices, and
-    leaves frozen tensors, unused slices and whole tensors alone."""
+    gradients in each parameter's own memory format), records one op for all of its slices when
+    there are many (ordinary ops for a few), and leaves frozen tensors, unused slices and whole
+    tensors alone."""
     torch.manual_seed(0)
     conv = torch.randn(12, 10, 3, 3).contiguous(memory_format=torch.channels_last)
     se = torch.randn(8, 16, 1, 1)
@@ -380,6 +382,9 @@ def test_take_slices_match_ordinary_slicing_in_one_autograd_op():
         Slice(whole, (4, 3)),
         Slice(bias, (3,)),  # unused below
     ]
+    if many:  # enough recorded slices for one op (unused below)
+        pad = torch.randn(4, 2, requires_grad=True)
+        slices += [Slice(pad, (1, 2))] * _ONE_OP_FROM
     expected = [
         conv[:5, :4],
         conv[:, :7],
@@ -392,8 +397,9 @@ def test_take_slices_match_ordinary_slicing_in_one_autograd_op():
     taken = take_slices(slices)
     assert taken[5] is whole
     assert taken[0].is_contiguous(memory_format=torch.channels_last)
-    nodes = {t.grad_fn for i, t in enumerate(taken) if i not in (4, 5)}
-    assert len(nodes) == 1 and not taken[4].requires_grad
+    nodes = {t.grad_fn for i, t in enumerate(taken[:7]) if i not in (4, 5)}
+    assert len(nodes) == (1 if many else 5) and not taken[4].requires_grad
+    taken = taken[:7]
     weights = [torch.randn(t.shape) for t in taken[:6]]
     loss = sum((t * w).sum() for t, w in zip(taken, weights, strict=False))
     ref = sum((t * w).sum() for t, w in zip(expected, weights, strict=False))
@@ -406,7 +412,7 @@ def test_take_slices_match_ordinary_slicing_in_one_autograd_op():
         assert torch.equal(g, r)
         assert g.stride() == p.stride()  # the parameter's memory format
     with torch.no_grad():
-        for got, want in zip(take_slices(slices), expected, strict=True):
+        for got, want in zip(take_slices(slices)[:7], expected, strict=True):
             assert torch.equal(got, want) and got.grad_fn is None
 
 

@@ -524,7 +524,8 @@ class _Counted(torch.nn.Module):
 
 def _recalibrate_and_score(net: _Counted, distributed: bool) -> float:
     images = _Images()
-    recalibrate_bn(net, SimpleNamespace(resolution=8), batches(images, 7), distributed=distributed)
+    calibration = batches(images, 7, distributed=distributed)
+    recalibrate_bn(net, SimpleNamespace(resolution=8), calibration, distributed=distributed)
     return accuracy(net, images, 8, batch_size=7, distributed=distributed)
 
 

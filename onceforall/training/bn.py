@@ -21,11 +21,26 @@ from onceforall.supernets import Supernet
 __all__ = ["accuracy", "batches", "evaluate_subnet", "recalibrate_bn"]
 
 
-def batches(dataset: Dataset, batch_size: int, limit: int | None = None) -> Iterable:
-    """``(images, labels)`` batches of the first ``limit`` items of ``dataset``, in order."""
+def _share(distributed: bool) -> tuple[int, int]:
+    """``(rank, world)`` when ``distributed`` work is to be shared, else ``(0, 1)``."""
+    if distributed and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def batches(
+    dataset: Dataset, batch_size: int, limit: int | None = None, *, distributed: bool = False
+) -> Iterable:
+    """``(images, labels)`` batches of the first ``limit`` items of ``dataset``, in order.
+
+    ``distributed``: only this ``torch.distributed`` rank's share, every ``world``-th batch from
+    batch ``rank`` on (the others are not loaded), for :func:`recalibrate_bn` and
+    :func:`accuracy` with ``distributed=True``.
+    """
+    rank, world = _share(distributed)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     fast = getattr(dataset, "batch", None)
-    for start in range(0, n, batch_size):
+    for start in range(rank * batch_size, n, world * batch_size):
         idx = list(range(start, min(n, start + batch_size)))
         if fast is not None:
             yield fast(idx)
@@ -37,13 +52,6 @@ def batches(dataset: Dataset, batch_size: int, limit: int | None = None) -> Iter
 def _prepare(x: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
     x = resize_batch(x.to(device, non_blocking=True), resolution)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
-
-
-def _share(distributed: bool) -> tuple[int, int]:
-    """``(rank, world)`` when ``distributed`` work is to be shared, else ``(0, 1)``."""
-    if distributed and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @torch.no_grad()
@@ -63,10 +71,10 @@ def recalibrate_bn(
         arch: the subnet whose statistics to compute; batches are resized to its resolution.
         loader: yields ``(images, labels)`` or images; use a fixed holdout slice.
         num_batches: how many batches to use (all by default).
-        distributed: share the batches among the ``torch.distributed`` ranks (every rank calls
-            this with the same loader): each runs every ``world``-th batch, and the ranks'
-            averages are combined, weighted by their batches, into the statistics one process
-            computes (up to float rounding), on every rank.
+        distributed: ``loader`` yields this ``torch.distributed`` rank's share of the batches
+            (``batches(..., distributed=True)``; every rank calls this): the ranks' averages are
+            combined, weighted by their batches, into the statistics one process computes from
+            all the batches (up to float rounding), on every rank.
 
     Returns:
         ``net``, in eval mode, with exact (cumulative-average) statistics of those batches.
@@ -79,17 +87,16 @@ def recalibrate_bn(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the exact mean over the batches seen
     device = next(net.parameters()).device
-    rank, world = _share(distributed)
+    world = _share(distributed)[1]
     net.train()
     seen = 0
     try:
         for i, batch in enumerate(loader):
             if num_batches is not None and i >= num_batches:
                 break
-            if i % world == rank:
-                x = batch[0] if isinstance(batch, list | tuple) else batch
-                net(_prepare(x, arch.resolution, device))
-                seen += 1
+            x = batch[0] if isinstance(batch, list | tuple) else batch
+            net(_prepare(x, arch.resolution, device))
+            seen += 1
     finally:
         for m, momentum in saved:
             m.momentum = momentum
@@ -131,14 +138,12 @@ def accuracy(
     """
     net.eval()
     device = next(net.parameters()).device
-    rank, world = _share(distributed)
     correct = total = 0
-    for i, (x, y) in enumerate(batches(dataset, batch_size, limit)):
-        if i % world == rank:
-            pred = net(_prepare(x, resolution, device)).argmax(1).cpu()
-            correct += int((pred == y).sum())
-            total += len(y)
-    if world > 1:
+    for x, y in batches(dataset, batch_size, limit, distributed=distributed):
+        pred = net(_prepare(x, resolution, device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    if _share(distributed)[1] > 1:
         counts = torch.tensor([correct, total], dtype=torch.int64, device=device)
         dist.all_reduce(counts)
         correct, total = (int(c) for c in counts)
@@ -166,7 +171,9 @@ def evaluate_subnet(
     calls this).
     """
     sub = net.extract(arch)
-    calibration_batches = batches(calibration, batch_size, calibration_images)
+    calibration_batches = batches(
+        calibration, batch_size, calibration_images, distributed=distributed
+    )
     recalibrate_bn(sub, arch, calibration_batches, distributed=distributed)
     return accuracy(
         sub, dataset, arch.resolution, batch_size=batch_size, limit=limit, distributed=distributed

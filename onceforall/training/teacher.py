@@ -68,8 +68,8 @@ class FullNetworkTeacher(nn.Module):
         distributed: bool = False,
     ) -> FullNetworkTeacher:
         """The teacher from ``supernet`` as it stands, each copy's batch norm recalibrated on the
-        batches a fresh ``calibration()`` yields (a fixed holdout slice); ``distributed``: the
-        ranks share the batches (see :func:`~onceforall.training.bn.recalibrate_bn`)."""
+        batches a fresh ``calibration()`` yields (a fixed holdout slice); ``distributed``: it
+        yields this rank's share of them (see :func:`~onceforall.training.bn.recalibrate_bn`)."""
         teacher = cls.skeleton(supernet)
         largest = supernet.space.largest()
         for r, net in teacher.nets.items():

@@ -161,10 +161,15 @@ def _teacher(
     so a resumed run and every DDP rank get the same one back)."""
     path = run_dir / TEACHER_FILE
     if create:
+        shared = env.world > 1
         calibration = partial(
-            batches, data.holdout, config.eval_batch_size, config.bn_calibration_images
+            batches,
+            data.holdout,
+            config.eval_batch_size,
+            config.bn_calibration_images,
+            distributed=shared,
         )
-        teacher = FullNetworkTeacher.build(net, calibration, distributed=env.world > 1)
+        teacher = FullNetworkTeacher.build(net, calibration, distributed=shared)
         if env.main:
             save_weights(teacher, path)
         _barrier(env)
@@ -507,8 +512,8 @@ def _validate(
     started: float,
 ) -> dict[str, Any]:
     """The epoch-end record: holdout accuracy of the phase's largest and smallest subnets after
-    BN recalibration (under DDP the ranks share the evaluation images; every rank gets the
-    record)."""
+    BN recalibration (under DDP the ranks share the calibration and evaluation images; every
+    rank gets the record)."""
     record: dict[str, Any] = {
         "kind": "eval",
         "phase": phase.name,
@@ -537,7 +542,7 @@ def _summary(
 ) -> dict[str, Any]:
     """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
     test set is used here, for final reporting, and nowhere else in training. Under DDP the
-    ranks share the evaluation images."""
+    ranks share the calibration and evaluation images."""
     summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
     for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
         row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
