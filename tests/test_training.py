@@ -77,6 +77,16 @@ def test_schedule_runs_every_phase_and_yields_a_usable_supernet(finished_run):
     assert {"holdout_accuracy", "test_accuracy", "macs", "params"} <= set(
         summary["subnets"]["largest"]
     )
+    # One recalibration per subnet serves both splits: the same numbers as evaluating each
+    # split on its own.
+    data = load_data(config.data)
+    for label, row in summary["subnets"].items():
+        for split, dataset in (("holdout", data.holdout), ("test", data.test)):
+            assert row[f"{split}_accuracy"] == ofa.evaluate_subnet(
+                net, ofa.ArchConfig.parse(row["arch"]), dataset, data.holdout,
+                calibration_images=config.bn_calibration_images,
+                batch_size=config.eval_batch_size,
+            ), (label, split)  # fmt: skip
     saved = load_config(finished_run / "config.yaml")
     assert saved == config  # the resolved config round-trips
 

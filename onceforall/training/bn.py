@@ -18,7 +18,13 @@ from onceforall.arch import ArchConfig
 from onceforall.data import resize_batch
 from onceforall.supernets import Supernet
 
-__all__ = ["accuracy", "batches", "evaluate_subnet", "recalibrate_bn"]
+__all__ = [
+    "accuracy",
+    "batches",
+    "evaluate_subnet",
+    "recalibrate_bn",
+    "recalibrated_subnet",
+]
 
 
 def _share(distributed: bool) -> tuple[int, int]:
@@ -152,6 +158,29 @@ def accuracy(
     return 100.0 * correct / total
 
 
+def recalibrated_subnet(
+    net: Supernet,
+    arch: ArchConfig,
+    calibration: Dataset,
+    *,
+    calibration_images: int = 2000,
+    batch_size: int = 500,
+    distributed: bool = False,
+) -> nn.Module:
+    """``arch`` extracted from ``net`` (eval mode) with batch norm recalibrated on the first
+    ``calibration_images`` of ``calibration``; the supernet itself is not modified. Evaluate it
+    on as many datasets as needed with :func:`accuracy`: one recalibration serves them all.
+
+    ``distributed``: share the calibration images among the ``torch.distributed`` ranks (see
+    :func:`recalibrate_bn`; every rank calls this).
+    """
+    sub = net.extract(arch)
+    calibration_batches = batches(
+        calibration, batch_size, calibration_images, distributed=distributed
+    )
+    return recalibrate_bn(sub, arch, calibration_batches, distributed=distributed)
+
+
 def evaluate_subnet(
     net: Supernet,
     arch: ArchConfig,
@@ -164,17 +193,21 @@ def evaluate_subnet(
     distributed: bool = False,
 ) -> float:
     """Accuracy (%) of ``arch`` extracted from ``net`` with batch norm recalibrated on the first
-    ``calibration_images`` of ``calibration``; the supernet itself is not modified.
+    ``calibration_images`` of ``calibration`` (:func:`recalibrated_subnet`); the supernet itself
+    is not modified.
 
     ``distributed``: share the calibration and evaluation images among the
     ``torch.distributed`` ranks (see :func:`recalibrate_bn` and :func:`accuracy`; every rank
     calls this).
     """
-    sub = net.extract(arch)
-    calibration_batches = batches(
-        calibration, batch_size, calibration_images, distributed=distributed
+    sub = recalibrated_subnet(
+        net,
+        arch,
+        calibration,
+        calibration_images=calibration_images,
+        batch_size=batch_size,
+        distributed=distributed,
     )
-    recalibrate_bn(sub, arch, calibration_batches, distributed=distributed)
     return accuracy(
         sub, dataset, arch.resolution, batch_size=batch_size, limit=limit, distributed=distributed
     )

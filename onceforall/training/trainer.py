@@ -26,7 +26,7 @@ from tqdm import tqdm
 from onceforall.config import TrainConfig
 from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
 from onceforall.supernets import Supernet, create_supernet
-from onceforall.training.bn import batches, evaluate_subnet
+from onceforall.training.bn import accuracy, batches, evaluate_subnet, recalibrated_subnet
 from onceforall.training.checkpoint import (
     SUMMARY_FILE,
     SUPERNET_FILE,
@@ -546,13 +546,20 @@ def _summary(
     summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
     for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
         row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
+        # One recalibration serves both splits.
+        sub = recalibrated_subnet(
+            net,
+            arch,
+            data.holdout,
+            calibration_images=config.bn_calibration_images,
+            batch_size=config.eval_batch_size,
+            distributed=env.world > 1,
+        )
         for split, dataset in (("holdout", data.holdout), ("test", data.test)):
-            row[f"{split}_accuracy"] = evaluate_subnet(
-                net,
-                arch,
+            row[f"{split}_accuracy"] = accuracy(
+                sub,
                 dataset,
-                data.holdout,
-                calibration_images=config.bn_calibration_images,
+                arch.resolution,
                 batch_size=config.eval_batch_size,
                 distributed=env.world > 1,
             )
