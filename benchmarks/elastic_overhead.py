@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.elastic_overhead [--family mbv3_small_images] [--rounds 30]
         [--channels-last] [--breakdown] [--kernel-sizes 3,5,7] [--expand-ratios 3,4,6]
-        [--train-kernel-transforms]
+        [--train-kernel-transforms] [--one-op-from N] [--profile TOP [--profile-steps 30]]
 
 Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
 middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
@@ -17,6 +17,11 @@ build the family with fewer choices, to price each elastic dimension apart: in a
 kernel size no kernel is transformed, and with one expand ratio no weight is sliced. The kernel
 transformation matrices are frozen, as the trainer freezes them in every phase that trains these
 archs; ``--train-kernel-transforms`` times the elastic-kernel phase's setting instead.
+``--one-op-from`` sets from how many weight slices a forward takes them in one autograd op
+(``onceforall.elastic.utils.take_slices``); a huge value times ordinary slicing, for an A/B.
+``--profile TOP`` lists, per arch, the TOP ops whose self time the supernet's step adds most
+(``torch.profiler``, ``--profile-steps`` of each network, 30 by default; the profiler's own
+overhead inflates small ops).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import onceforall as ofa
+from onceforall.elastic import utils as elastic_utils
 from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.training.optim import make_optimizer
 
@@ -70,6 +76,36 @@ def _step(model, opt, x, y) -> tuple[float, float, float]:
     return t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
+def _profile_extra(net, static, opt_super, opt_static, x, y, steps: int, top: int) -> None:
+    """Print the ops whose self CPU time (``torch.profiler``, per step) the supernet's step adds
+    most over the static subnet's, ``top`` of them. The two are profiled in alternating spans of
+    ``steps // 3`` steps, so that the machine's drift hits both alike."""
+    from torch.profiler import profile
+
+    spans = min(3, steps)
+    per_step: list[dict[str, list[float]]] = [{}, {}]
+    for _ in range(spans):
+        for side, (model, opt) in enumerate(((net, opt_super), (static, opt_static))):
+            with profile() as prof:
+                for _ in range(steps // spans):
+                    _step(model, opt, x, y)
+            for e in prof.key_averages():
+                acc = per_step[side].setdefault(e.key, [0.0, 0.0])
+                acc[0] += e.self_cpu_time_total / (steps // spans * spans)
+                acc[1] += e.count / (steps // spans * spans)
+    sup, sta = per_step
+    totals = [sum(t for t, _ in d.values()) / 1e3 for d in per_step]
+    print(
+        f"          profiled step (profiler overhead included): supernet {totals[0]:.2f} ms, "
+        f"static {totals[1]:.2f} ms; most added self time (us per step, calls per step):"
+    )
+    none = [0.0, 0.0]
+    extra = {k: sup.get(k, none)[0] - sta.get(k, none)[0] for k in set(sup) | set(sta)}
+    for key in sorted(extra, key=extra.get, reverse=True)[:top]:
+        (a, na), (b, nb) = sup.get(key, none), sta.get(key, none)
+        print(f"          {key[:56]:56} {a:9.1f} {b:9.1f} {a - b:+9.1f}  {na:.0f}/{nb:.0f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="mbv3_small_images")
@@ -88,7 +124,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="train the kernel transformation matrices too (the elastic-kernel phase's setting)",
     )
+    p.add_argument(
+        "--one-op-from",
+        type=int,
+        help="take a forward's slices in one autograd op from this many on (the library's "
+        "threshold by default; a huge number times ordinary slicing throughout)",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        metavar="TOP",
+        help="also profile each network and list the TOP ops the supernet adds most",
+    )
+    p.add_argument("--profile-steps", type=int, default=30, help="steps profiled per network")
     args = p.parse_args(argv)
+    if args.one_op_from is not None:
+        elastic_utils._ONE_OP_FROM = args.one_op_from
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     in_ch = 1 if "small" in args.family else 3
@@ -115,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{'channels-last, ' if args.channels_last else ''}"
         f"{''.join(f'{k} {v}, ' for k, v in choices.items())}"
         f"kernel transforms {'trained' if args.train_kernel_transforms else 'frozen'}, "
+        f"slices in one op from {elastic_utils._ONE_OP_FROM} on, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
@@ -158,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
                 + ", extra "
                 + " / ".join(f"{a - b:+.2f}" for a, b in zip(*parts, strict=True))
             )
+        if args.profile:
+            with fast_depthwise_grad(static):
+                _profile_extra(
+                    net, static, opt_super, opt_static, x, y, args.profile_steps, args.profile
+                )
 
 
 if __name__ == "__main__":

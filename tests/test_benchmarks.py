@@ -309,3 +309,36 @@ def test_depthwise_grad_benchmark_compares_every_depthwise_layer(capsys):
     assert len(rows) == 21 and {r[-6] for r in rows} == {"k3", "k5"}  # the largest subnet's
     assert all(float(r[-1]) < 1e-3 for r in rows)  # the two gradients agree
     assert out[-1].startswith("training step: pytorch's gradient")
+
+
+def test_take_slices_benchmark_times_both_ways_per_count(capsys):
+    from benchmarks import take_slices
+
+    take_slices.main(["--counts", "1,3", "--rounds", "2", "--kind", "blocks"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("threshold in use: _ONE_OP_FROM = ")
+    rows = [json.loads(line) for line in lines[1:]]
+    assert [r["slices"] for r in rows] == [1, 3]
+    assert all(r["ordinary_us"] > 0 and r["one_op_us"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+def test_elastic_overhead_benchmark_ab_and_profile(capsys, monkeypatch):
+    from benchmarks import elastic_overhead
+    from onceforall.elastic import utils
+
+    monkeypatch.setattr(utils, "_ONE_OP_FROM", utils._ONE_OP_FROM)  # main() sets it; restored
+    elastic_overhead.main(
+        ["--batch", "2", "--rounds", "1", "--warmup", "1", "--threads", "1", "--breakdown",
+         "--one-op-from", "1000000", "--profile", "3", "--profile-steps", "1"]
+    )  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert "slices in one op from 1000000 on" in out[0]
+    rows = [line.split() for line in out if line.split()[0] in ("largest", "median", "smallest")]
+    assert [r[0] for r in rows] == ["largest", "median", "smallest"]
+    assert all(float(r[-1]) > 0 for r in rows)  # the ratio
+    profiled = [i for i, line in enumerate(out) if "profiled step" in line]
+    assert len(profiled) == 3
+    for i in profiled:  # TOP ops follow, each with supernet, static and added microseconds
+        for line in out[i + 1 : i + 4]:
+            a, b, added = (float(v) for v in line.split()[-4:-1])
+            assert abs(a - b - added) < 0.1 + 1e-6

@@ -107,11 +107,15 @@ class _TakeSlices(torch.autograd.Function):
         return None, *out
 
 
-# From how many recorded slices one autograd op beats ordinary slicing: its Python backward
-# costs a fixed few tens of microseconds, each slice alone less than its share. Timed on the
-# 2-core Xeon (forward and backward of N row prefixes, one thread): twice as slow at 1 slice,
-# even at 32, 30% faster at 100. The small-images families' smallest subnets take 70-100 slices
-# per forward; their largest, a few; a layer called alone, one to four.
+# From how many recorded slices one autograd op is used. Its Python backward costs a fixed few
+# tens of microseconds, each slice alone less than its share. `python -m benchmarks.take_slices`
+# (one thread, the 2-core Xeon, docs/results.md) times the slicing alone: ordinary ops cost
+# 0.6-0.7 times the one op at 1 slice, 0.85 at 4, and the two are even from 16 to 128 (0.94-1.06).
+# Inside a training step it takes 0.8 ms off the median subnet's extra backward time on average
+# (2.5 ms against 3.4, four alternated pairs, one of them reversed) and nothing measurable off the
+# smallest's (`benchmarks.elastic_overhead --one-op-from`, an A/B in results.md).
+# The small-images families' smallest subnets take 70-100 slices per forward; their largest, a
+# few; a layer called alone, one to four.
 _ONE_OP_FROM = 32
 
 
