@@ -115,6 +115,20 @@ PICK_COLUMNS = [
 ]
 
 
+def _timing(args: argparse.Namespace) -> dict[str, int | None]:
+    """``--warmup`` and ``--repeats`` (None where not given), checked."""
+    timing = {"warmup": args.warmup, "repeats": args.repeats}
+    for name, lo in (("warmup", 0), ("repeats", 1)):
+        if timing[name] is not None and timing[name] < lo:
+            raise ValueError(f"--{name} {timing[name]} must be >= {lo}")
+    return timing
+
+
+def _add_timing_args(parser: argparse.ArgumentParser, warmup: str, repeats: str) -> None:
+    parser.add_argument("--warmup", type=int, help=warmup)
+    parser.add_argument("--repeats", type=int, help=repeats)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     """Specialize a run for budgets: build what is missing, search, measure, print."""
     import json
@@ -123,11 +137,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from onceforall.specialize import Specializer, device_slug
 
     run = Run.open(args.run_dir)
+    timing = {f"latency_{k}": v for k, v in _timing(args).items() if v is not None}
     spec = Specializer(
         run,
         args.backend,
         threads=args.threads,
         accuracy_samples=args.samples,
+        **timing,
         progress=not args.json,
         device=args.device,
         accuracy_settings={
@@ -248,10 +264,7 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     from onceforall.run import Run
 
     run = Run.open(args.run_dir)
-    timing = {"warmup": args.warmup, "repeats": args.repeats}
-    for name, lo in (("warmup", 0), ("repeats", 1)):
-        if timing[name] is not None and timing[name] < lo:
-            raise ValueError(f"--{name} {timing[name]} must be >= {lo}")
+    timing = _timing(args)
     if args.action in ("kit", "import"):
         return _latency_kit(run, args, timing)
     if args.file is not None:
@@ -537,6 +550,12 @@ def _parser() -> argparse.ArgumentParser:
         help="search with the latency table of a device measured through a latency kit "
         "(onceforall latency kit / import) instead of this machine's",
     )
+    _add_timing_args(
+        se,
+        "untimed calls per layer when the latency table is built here (default 10)",
+        "timed calls per layer when the latency table is built here, median taken (default 50); "
+        "the picks are timed as their table was",
+    )
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
     se.add_argument("--json", action="store_true", help="print results as JSON")
@@ -601,15 +620,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build: measure an existing table again; import: replace an existing table",
     )
-    la.add_argument(
-        "--warmup",
-        type=int,
-        help="untimed calls per layer and subnet (default: 10 to build, the table's to validate)",
-    )
-    la.add_argument(
-        "--repeats",
-        type=int,
-        help="timed calls per layer and subnet, median taken (default: 50, or the table's)",
+    _add_timing_args(
+        la,
+        "untimed calls per layer and subnet (default: 10 to build, the table's to validate)",
+        "timed calls per layer and subnet, median taken (default: 50, or the table's)",
     )
     la.set_defaults(func=_cmd_latency)
 

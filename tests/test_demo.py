@@ -215,7 +215,8 @@ def test_a_latency_table_of_older_layers_is_measured_again(demo_dir, tmp_path, c
 
     shutil.copytree(demo_dir / "run", tmp_path / "run")
     run = Run.open(tmp_path / "run")
-    spec = Specializer(run, "onnxruntime")
+    # Few timed calls per layer: what matters here is which table is measured, not how well.
+    spec = Specializer(run, "onnxruntime", latency_warmup=1, latency_repeats=3)
     path = latency_table_path(run, "onnxruntime", spec.threads)
     stale = json.loads(path.read_text())
     assert stale["metadata"]["layers_version"] == LAYERS_VERSION

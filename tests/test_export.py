@@ -206,7 +206,9 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
     run = Run.open(run_dir)
     space = run.net.space
     budget = (run.net.macs(space.smallest()) + run.net.macs(space.largest())) // 2
-    common = ["--backend", "torch-cpu", "--samples", "24", "--threads", "1"]
+    # Few timed calls per layer: this checks what search builds and answers, not timing quality.
+    common = ["--backend", "torch-cpu", "--samples", "24", "--threads", "1", "--warmup", "1",
+              "--repeats", "3"]  # fmt: skip
     code = cli_main(
         ["search", str(run_dir), "--macs", str(budget), "--top", "2", "--json", *common]
     )
@@ -228,6 +230,13 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         assert 0 <= r["holdout_accuracy"] <= 100 and r["measured_latency_ms"] > 0
         # Timed in the same rounds as the table's fitting subnets: the machine's drift with it.
         assert r["latency_drift"] == rows[0]["latency_drift"] > 0
+    assert cli_main(["search", str(run_dir), *common, "--repeats", "0"]) != 0
+    assert "--repeats 0 must be >= 1" in capsys.readouterr().err
+    # The table was built with the timing asked for, and the picks were timed as it was.
+    from onceforall.specialize import latency_table_path
+
+    meta = json.loads(latency_table_path(run, "torch-cpu", 1).read_text())["metadata"]
+    assert (meta["warmup"], meta["repeats"]) == (1, 3)
     # Everything it built is reused: same answer, and the latency budget works on that table.
     again = cli_main(
         [
