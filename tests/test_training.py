@@ -450,6 +450,15 @@ def test_cli_refuses_to_overwrite_and_overrides_apply(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     config = load_config(cfg, ["schedule.phases.1.epochs=2", "data.holdout_size=32"])
     assert config.schedule.phases[1].epochs == 2 and config.data.holdout_size == 32
+    # Exponents without a dot, which YAML 1.1 reads as strings, are numbers where one is expected
+    # (on the command line and in files); other strings are still refused.
+    config = load_config(cfg, ["optimizer.weight_decay=5e-4", "schedule.phases.0.lr=1E-1"])
+    assert config.optimizer.weight_decay == 5e-4 and config.schedule.phases[0].lr == 0.1
+    for value in ("5e-4x", "nan", "e-4"):
+        with pytest.raises(ValueError, match=r"optimizer\.weight_decay: expected a number"):
+            load_config(cfg, [f"optimizer.weight_decay={value}"])
+    with pytest.raises(ValueError, match="batch_size: expected an integer"):
+        load_config(cfg, ["batch_size=1e2"])
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
