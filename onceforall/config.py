@@ -69,6 +69,7 @@ class PhaseConfig:
     epochs: float = 1  # fractions train the first part of the last epoch (e.g. 0.5)
     lr: float = 0.1  # peak learning rate for the whole (global) batch
     warmup_epochs: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's weight_decay
     subnets_per_step: int = (
         1  # K subnets per step, gradients accumulated (the paper's dynamic batch)
     )
@@ -335,6 +336,8 @@ def _validate(c: TrainConfig) -> None:
             raise ValueError(f"{name}={getattr(c, name)} must be positive")
     if c.optimizer.name not in ("sgd", "adamw"):
         raise ValueError(f"optimizer.name={c.optimizer.name!r}: choose sgd or adamw")
+    if c.optimizer.weight_decay < 0:
+        raise ValueError(f"optimizer.weight_decay={c.optimizer.weight_decay} must be >= 0")
     if not (c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")):
         raise ValueError(f"device={c.device!r}: choose cpu, cuda, cuda:N or auto")
     seen = set()
@@ -347,4 +350,6 @@ def _validate(c: TrainConfig) -> None:
             raise ValueError(f"{where}: epochs, lr and subnets_per_step must be positive")
         if p.warmup_epochs > p.epochs:
             raise ValueError(f"{where}: warmup_epochs={p.warmup_epochs} exceeds epochs={p.epochs}")
+        if p.weight_decay is not None and p.weight_decay < 0:
+            raise ValueError(f"{where}: weight_decay={p.weight_decay} must be >= 0")
     # The phase order is checked against the supernet's space in onceforall.training.schedule.

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import onceforall as ofa
 from onceforall.cli import main as cli_main
-from onceforall.config import ScheduleConfig, load_config
+from onceforall.config import ScheduleConfig, config_from_dict, load_config
 from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches, recalibrate_bn
@@ -103,6 +103,23 @@ def test_kernel_transforms_train_only_in_the_kernel_phase(finished_run):
     moved = [k for k, v in trained.items() if ".transforms." in k and not torch.equal(
         v, torch.eye(v.shape[0]))]  # fmt: skip
     assert moved, "the kernel phase must change the transformation matrices"
+
+
+def test_weight_decay_per_phase_falls_back_to_the_optimizers():
+    from onceforall.training.trainer import _make_optimizer
+
+    config = tiny_config(**{"optimizer.weight_decay": 1e-4})
+    config.schedule.phases[0].weight_decay = 5e-4
+    net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
+                              resolutions=(16, 20))  # fmt: skip
+    phases = resolve_phases(config, net.space)
+    for phase, expected in zip(phases[:2], (5e-4, 1e-4), strict=True):
+        decay, no_decay = _make_optimizer(net, config, phase).param_groups
+        assert decay["weight_decay"] == expected and no_decay["weight_decay"] == 0.0
+        assert all(p.ndim > 1 for p in decay["params"])  # batch norm and biases never decay
+    config.schedule.phases[1].weight_decay = -1.0
+    with pytest.raises(ValueError, match=r"weight_decay=-1\.0 must be >= 0"):
+        config_from_dict(dataclasses.asdict(config))
 
 
 def test_resume_after_interruption_reaches_the_same_weights(finished_run, tmp_path):

@@ -93,7 +93,7 @@ def _barrier(env: _Env) -> None:
         dist.barrier()
 
 
-def _param_groups(net: Supernet, opt_cfg, train_transforms: bool) -> list[dict]:
+def _param_groups(net: Supernet, weight_decay: float, train_transforms: bool) -> list[dict]:
     decay, no_decay = [], []
     for name, p in net.named_parameters():
         is_transform = ".transforms." in name
@@ -104,14 +104,15 @@ def _param_groups(net: Supernet, opt_cfg, train_transforms: bool) -> list[dict]:
         # (identity-initialised: decay would pull them towards zero, not towards the identity).
         (no_decay if p.ndim <= 1 or is_transform else decay).append(p)
     return [
-        {"params": decay, "weight_decay": opt_cfg.weight_decay},
+        {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
 
 
 def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
-    groups = _param_groups(net, config.optimizer, phase.train_kernel_transforms)
     o = config.optimizer
+    decay = o.weight_decay if phase.config.weight_decay is None else phase.config.weight_decay
+    groups = _param_groups(net, decay, phase.train_kernel_transforms)
     return make_optimizer(groups, o.name, phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
