@@ -110,7 +110,8 @@ class _TakeSlices(torch.autograd.Function):
 # From how many recorded slices one autograd op is used. Its Python backward costs a fixed few
 # tens of microseconds, each slice alone less than its share. `python -m benchmarks.take_slices`
 # (one thread, the 2-core Xeon, docs/results.md) times the slicing alone: ordinary ops cost
-# 0.6-0.7 times the one op at 1 slice, 0.85 at 4, and the two are even from 16 to 128 (0.94-1.06).
+# 0.6-0.7 times the one op at 1 slice, 0.75-0.87 at 4, and about the same from 16 to 128 (the one
+# op at 0.94-1.11 times ordinary slicing, with single outliers at 1.2-1.3).
 # Inside a training step it takes 0.8 ms off the median subnet's extra backward time on average
 # (2.5 ms against 3.4, four alternated pairs, one of them reversed) and nothing measurable off the
 # smallest's (`benchmarks.elastic_overhead --one-op-from`, an A/B in results.md).
