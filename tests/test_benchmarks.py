@@ -342,3 +342,34 @@ def test_elastic_overhead_benchmark_ab_and_profile(capsys, monkeypatch):
         for line in out[i + 1 : i + 4]:
             a, b, added = (float(v) for v in line.split()[-4:-1])
             assert abs(a - b - added) < 0.1 + 1e-6
+
+
+def test_elastic_branches_continue_one_full_network(tmp_path, capsys):
+    from benchmarks import elastic_branches
+
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(), config)
+    out = tmp_path / "branches"
+    argv = [str(config), "--out", str(out), "--no-progress", "--variant", "a", ""]
+    argv += ["--variant", "again", "", "--variant", "slow", "schedule.phases.1.lr=0.001"]
+    results = elastic_branches.main(argv)
+    assert set(results) == {"a", "again", "slow"}
+    full = [json.loads(line) for line in (out / "full/metrics.jsonl").read_text().splitlines()]
+    for name in results:
+        records = [
+            json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
+        ]
+        # Each branch holds the full run's records, then its own elastic phases.
+        assert records[: len(full)] == full
+        assert {r["phase"] for r in records[len(full) :]} == {
+            p.name for p in tiny_config().schedule.phases[1:]
+        }
+    # One full network and one saved random state: a branch of the same config is the same run.
+    assert results["a"] == {**results["again"], "elastic_seconds": results["a"]["elastic_seconds"]}
+    assert results["slow"]["phase_ends"]["kernel"] != results["a"]["phase_ends"]["kernel"]
+    printed = capsys.readouterr().out
+    assert "a: phase ends" in printed and "slow: phase ends" in printed
+    # Finished branches are reused; a variant that changes the full phase is refused.
+    assert elastic_branches.main(argv[:7])["a"] == results["a"]
+    with pytest.raises(ValueError, match=r"changes what the full-network phase used \(seed\)"):
+        elastic_branches.main([*argv[:4], "--variant", "bad", "seed=3"])
