@@ -261,10 +261,15 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         == 0
     )
     assert all(r["latency_ms"] <= limit for r in json.loads(capsys.readouterr().out))
-    # No budget at all: the most accurate arch of the space, at least as accurate as any pick.
+    # No budget at all: the most accurate arch found anywhere in the space. Measured archs seed
+    # the first population, so it is never behind the most accurate of them (a budgeted search
+    # may still find a better predicted arch: evolution is not exhaustive, and which one wins
+    # changed with the CPU the tiny run trained on).
     assert cli_main(["search", str(run_dir), "--json", "--no-measure", *common]) == 0
     best = json.loads(capsys.readouterr().out)[0]
-    assert best["predicted_accuracy"] >= max(r["predicted_accuracy"] for r in rows)
+    lines = (run_dir / "accuracy_dataset.jsonl").read_text().splitlines()
+    measured = [json.loads(line)["accuracy"] for line in lines]
+    assert len(measured) == 24 and best["predicted_accuracy"] >= max(measured)
     plot = tmp_path / "front.png"
     assert (
         cli_main(
