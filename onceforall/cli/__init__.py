@@ -1,0 +1,39 @@
+"""The ``onceforall`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from onceforall.cli import demo, latency, specialize, train
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onceforall",
+        description="Train one supernet once, then specialize it for any device in seconds.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    # Each command module adds its subcommands; this order is the order of --help.
+    for module in (train, specialize, latency, demo):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # key=value overrides may come anywhere after the config (also after --out): argparse leaves
+    # those it cannot place among the unknown arguments.
+    args, unknown = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [u for u in unknown if "=" in u and not u.startswith("-")]
+        unknown = [u for u in unknown if u not in args.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"onceforall {args.command}: error: {exc}", file=sys.stderr)
+        return 2

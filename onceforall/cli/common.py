@@ -1,0 +1,88 @@
+"""What the command modules share: budgets, tables, timing options, drift messages."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = [
+    "BACKENDS",
+    "PICK_COLUMNS",
+    "add_timing_args",
+    "drift_line",
+    "print_table",
+    "quantity",
+    "read_timing",
+]
+
+BACKENDS = ("onnxruntime", "torch-cpu", "torch-cuda")
+
+
+def quantity(text: str) -> float:
+    """A count such as ``2500000``, ``2.5e6`` or ``2.5M`` (K, M, G suffixes)."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:].lower(), 1.0)
+    try:
+        return float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number like 2500000, 2.5e6 or 2.5M"
+        ) from None
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Rows as an aligned text table; ``columns`` are (key, header, format)."""
+    from onceforall.report import format_cell
+
+    cells = [[format_cell(r, k, f) for k, _, f in columns] for r in rows]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, (_, h, _) in enumerate(columns)]
+    print(
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, ((_, h, _), w) in enumerate(zip(columns, widths, strict=True))
+        )
+    )
+    for c in cells:
+        print(
+            "  ".join(
+                v.rjust(w) if i else v.ljust(w)
+                for i, (v, w) in enumerate(zip(c, widths, strict=True))
+            )
+        )
+
+
+PICK_COLUMNS = [
+    ("label", "pick", ""),
+    ("predicted_accuracy", "pred acc %", ".2f"),
+    ("holdout_accuracy", "holdout %", ".2f"),
+    ("latency_ms", "pred ms", ".3f"),
+    ("measured_latency_ms", "measured ms", ".3f"),
+    ("macs", "MACs", ","),
+    ("params", "params", ","),
+    ("arch", "arch", ""),
+]
+
+
+def read_timing(args: argparse.Namespace) -> dict[str, int | None]:
+    """``--warmup`` and ``--repeats`` (None where not given), checked."""
+    timing = {"warmup": args.warmup, "repeats": args.repeats}
+    for name, lo in (("warmup", 0), ("repeats", 1)):
+        if timing[name] is not None and timing[name] < lo:
+            raise ValueError(f"--{name} {timing[name]} must be >= {lo}")
+    return timing
+
+
+def add_timing_args(parser: argparse.ArgumentParser, warmup: str, repeats: str) -> None:
+    parser.add_argument("--warmup", type=int, help=warmup)
+    parser.add_argument("--repeats", type=int, help=repeats)
+
+
+def drift_line(drift: float | None, rebuild: str) -> str:
+    """What a latency table's drift (see ``table_drift``) means, with the command to rebuild."""
+    if drift is None:
+        return "the latency table has no fitting subnets to measure this machine's drift with"
+    line = f"the latency table's fitting subnets now take {drift:.2f} times their time at build"
+    if abs(drift - 1) > 0.1:
+        line += (
+            ": this machine's speed moved since, and latency predictions are off by about as "
+            f"much; `{rebuild}` measures the table again"
+        )
+    return line

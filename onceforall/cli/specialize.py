@@ -1,0 +1,221 @@
+"""``onceforall search``, ``export`` and ``finetune``: subnets of a trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from onceforall.cli.common import (
+    BACKENDS,
+    PICK_COLUMNS,
+    add_timing_args,
+    drift_line,
+    print_table,
+    quantity,
+    read_timing,
+)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    """Specialize a run for budgets: build what is missing, search, measure, print."""
+    import json
+
+    from onceforall.run import Run
+    from onceforall.specialize import Specializer, device_slug
+
+    run = Run.open(args.run_dir)
+    timing = {f"latency_{k}": v for k, v in read_timing(args).items() if v is not None}
+    spec = Specializer(
+        run,
+        args.backend,
+        threads=args.threads,
+        accuracy_samples=args.samples,
+        **timing,
+        progress=not args.json,
+        device=args.device,
+        accuracy_settings={
+            k: v
+            for k, v in (
+                ("calibration_images", args.calibration_images),
+                ("eval_images", args.eval_images),
+            )
+            if v is not None
+        },
+    )
+    constraints = spec.constraints(latency_ms=args.latency_ms, macs=args.macs, params=args.params)
+    if args.pareto:
+        front = spec.pareto(constraints, objective=args.objective, seed=args.seed)
+        chosen = front.spread(args.points)
+        labels = [f"front {i + 1}/{len(chosen)}" for i in range(len(chosen))]
+    else:
+        chosen = spec.search(constraints, top_k=args.top, seed=args.seed)
+        labels = [f"top {i + 1}" for i in range(len(chosen))]
+    picks = spec.measure([c.arch for c in chosen], labels, latency=not args.no_measure)
+    rows = [p.to_dict() for p in picks]
+    if args.pareto:
+        from onceforall.report import plot_pareto
+
+        where = args.backend + (f"-{device_slug(args.device)}" if args.device else "")
+        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{where}.png")
+        plot_pareto(front, picks, plot, objective=args.objective)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    budget = ", ".join(str(c) for c in constraints) or "none"
+    where = f"{args.backend} on {args.device}" if args.device else args.backend
+    print(f"run {run.path} | backend {where} | budget: {budget}")
+    print_table(rows, PICK_COLUMNS)
+    drift = rows[0]["latency_drift"] if rows else None
+    if drift is not None:
+        rebuild = f"onceforall latency build {run.path} --backend {args.backend} --force"
+        print(drift_line(drift, rebuild))
+    if args.device:
+        print(
+            f"latency predicted for {args.device} by its imported table (not measured here); "
+            "time an exported pick there with `python KIT/measure.py --model model.onnx "
+            "--shape 1,C,R,R`"
+        )
+    if args.pareto:
+        print(
+            f"Pareto front: {len(front.front)} archs ({front.num_evaluated} evaluated in "
+            f"{front.seconds:.2f} s); plot: {plot}"
+        )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write one subnet of a run as a deployable file plus card.json."""
+    from onceforall.export import export_subnet
+    from onceforall.run import Run
+
+    run = Run.open(args.run_dir)
+    weights = None
+    if args.finetuned:
+        from onceforall.training.finetune import finetuned_path
+
+        weights = finetuned_path(run, run.parse(args.arch))
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"no fine-tuned copy of this arch in {run.path}; run `onceforall finetune "
+                f"{run.path} --arch {args.arch}` first, or export without --finetuned"
+            )
+    card = export_subnet(
+        run,
+        args.arch,
+        args.format,
+        args.out,
+        backend=args.backend,
+        weights=weights,
+        force=args.force,
+        measure=not args.no_measure,
+        threads=args.threads,
+        device=args.device,
+    )
+    lat = "-" if card["latency_ms"] is None else f"{card['latency_ms']:.3f} ms ({card['backend']})"
+    if args.device:
+        lat += f"; {card['device_latency_ms']:.3f} ms predicted on {args.device}"
+    print(
+        f"exported {Path(args.out) / card['file']} and {Path(args.out) / 'card.json'}: "
+        f"test {card['test_accuracy']:.2f}%, holdout {card['holdout_accuracy']:.2f}%, "
+        f"{card['macs']:,} MACs, {card['params']:,} params, latency {lat}"
+    )
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune one subnet with the full network as teacher."""
+    from onceforall.run import Run
+    from onceforall.training.finetune import finetune
+
+    run = Run.open(args.run_dir)
+    rec = finetune(
+        run,
+        args.arch,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    print(
+        f"fine-tuned in {rec['seconds']:.0f} s: holdout {rec['holdout_before']:.2f}% -> "
+        f"{rec['holdout_after']:.2f}%; weights {rec['path']} "
+        f"(export with --finetuned)"
+    )
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """``search``, ``export`` and ``finetune``."""
+    se = sub.add_parser(
+        "search",
+        help="specialize a trained run for budgets (latency, MACs, params) or a Pareto front",
+        description="Builds what is missing (accuracy dataset and predictor, this machine's "
+        "latency table for --backend), searches, then measures the chosen subnets.",
+    )
+    se.add_argument("run_dir", help="a finished run directory (onceforall train --out)")
+    se.add_argument("--latency-ms", type=float, help="latency budget on --backend, in ms")
+    se.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    se.add_argument("--macs", type=quantity, help="MACs budget, e.g. 5e6 or 5M")
+    se.add_argument("--params", type=quantity, help="parameter budget, e.g. 500K")
+    se.add_argument("--pareto", action="store_true", help="NSGA-II front instead of one budget")
+    se.add_argument(
+        "--objective",
+        default="latency_ms",
+        choices=("latency_ms", "macs"),
+        help="the front's cost axis (with --pareto)",
+    )
+    se.add_argument("--points", type=int, default=8, help="front archs to measure (--pareto)")
+    se.add_argument("--plot", help="PNG of the front (default RUN_DIR/pareto-*.png)")
+    se.add_argument("--top", type=int, default=3, help="distinct archs to report")
+    se.add_argument("--samples", type=int, default=500, help="subnets for the accuracy dataset")
+    se.add_argument(
+        "--calibration-images",
+        type=int,
+        help="holdout images each subnet's BN is recalibrated on (default 2000)",
+    )
+    se.add_argument(
+        "--eval-images", type=int, help="holdout images each subnet is evaluated on (default: all)"
+    )
+    se.add_argument("--threads", type=int, help="latency threads (default 1)")
+    se.add_argument(
+        "--device",
+        help="search with the latency table of a device measured through a latency kit "
+        "(onceforall latency kit / import) instead of this machine's",
+    )
+    add_timing_args(
+        se,
+        "untimed calls per layer when the latency table is built here (default 10)",
+        "timed calls per layer when the latency table is built here, median taken (default 50); "
+        "the picks are timed as their table was",
+    )
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
+    se.add_argument("--json", action="store_true", help="print results as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    ex = sub.add_parser("export", help="write one subnet as ONNX/TorchScript/safetensors + card")
+    ex.add_argument("run_dir")
+    ex.add_argument("--arch", required=True, help="arch string (from onceforall search)")
+    ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--backend", choices=BACKENDS, help="latency backend for the card")
+    ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")
+    ex.add_argument("--no-measure", action="store_true", help="do not time the model")
+    ex.add_argument("--threads", type=int, help="latency threads (default 1, as search's tables)")
+    ex.add_argument(
+        "--device",
+        help="also record the latency predicted on a device measured through a latency kit",
+    )
+    ex.add_argument("--force", action="store_true", help="overwrite an existing export")
+    ex.set_defaults(func=_cmd_export)
+
+    ft = sub.add_parser("finetune", help="fine-tune one subnet with the full network as teacher")
+    ft.add_argument("run_dir")
+    ft.add_argument("--arch", required=True)
+    ft.add_argument("--epochs", type=float, default=1.0)
+    ft.add_argument("--lr", type=float, default=0.01)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--force", action="store_true", help="redo an existing fine-tune")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.set_defaults(func=_cmd_finetune)
