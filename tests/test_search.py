@@ -37,11 +37,13 @@ TINY_STEM = ofa.SearchSpace(
 
 
 def _linear_accuracy(space: ofa.SearchSpace, seed: int = 0):
-    """A known function of the encoding: fixed random weights on ``space.encode``."""
-    w = torch.randn(space.encoding_size, generator=torch.Generator().manual_seed(seed))
+    """A known function of the encoding: fixed random weights on ``space.encode``. Each row is
+    summed alone in float64, so an arch scores the same in any batch (a float32 matrix product
+    may sum a row in another order for another batch shape, as on AMD CPUs)."""
+    w = torch.randn(space.encoding_size, generator=torch.Generator().manual_seed(seed)).double()
 
     def accuracy(archs):
-        return (space.encode_batch(archs) @ w).numpy()
+        return (space.encode_batch(archs).double().numpy() * w.numpy()).sum(axis=1)
 
     return accuracy
 
