@@ -12,7 +12,8 @@ from the checkpoint at the full phase's end. A variant whose config changes anyt
 phase used (its phase, the model, the data, the seed, ...) is refused: it would not branch from
 this full network. ``--variant base ""`` is the preset itself.
 
-Finished runs are reused (delete ``DIR/NAME`` to train one again). Prints, per variant, the
+Finished runs are reused and interrupted ones continued (delete ``DIR/NAME`` to train one
+again); a full run or branch of another config in their place is an error. Prints, per variant, the
 largest and smallest subnets' holdout accuracy at the end of each phase (the trainer's epoch-end
 evaluation), the final holdout / test accuracy after BN recalibration (``summary.json``) and the
 elastic phases' training time; writes the same as ``DIR/branches.json``. Every branch starts
@@ -40,13 +41,8 @@ from onceforall.config import (
     load_config,
     save_config,
 )
-from onceforall.training.checkpoint import (
-    CONFIG_FILE,
-    STATE_FILE,
-    atomic_write,
-    diff_keys,
-)
-from onceforall.training.trainer import train
+from onceforall.run import train_or_reuse
+from onceforall.training.checkpoint import CONFIG_FILE, STATE_FILE, atomic_write, diff_keys
 
 
 def full_phase_config(config: TrainConfig) -> TrainConfig:
@@ -70,22 +66,22 @@ def check_branch(full: TrainConfig, variant: TrainConfig, name: str) -> None:
 
 
 def branch(full_dir: Path, run_dir: Path, config: TrainConfig, progress: bool) -> dict[str, Any]:
-    """The finished branch of ``config`` in ``run_dir``, trained from ``full_dir`` if needed."""
-    state_file = run_dir / STATE_FILE
-    done = state_file.is_file() and json.loads(state_file.read_text()).get("finished")
-    if not done:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an interrupted branch: start it again from the full run
-        shutil.copytree(full_dir, run_dir)
+    """The finished branch of ``config`` in ``run_dir``: reused if finished, continued if
+    interrupted, otherwise started from a copy of ``full_dir`` (prepared beside it and renamed
+    into place, so an interruption leaves no half-made branch)."""
+    if not run_dir.exists():
+        partial = run_dir.with_name(run_dir.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)  # this function's own leftover: only ever a copy of full_dir
+        shutil.copytree(full_dir, partial)
         for name in ("summary.json", "supernet.safetensors"):
-            (run_dir / name).unlink(missing_ok=True)
-        save_config(config, run_dir / CONFIG_FILE, "# resolved config of this branch\n")
-        state = json.loads(state_file.read_text())
+            (partial / name).unlink(missing_ok=True)
+        save_config(config, partial / CONFIG_FILE, "# resolved config of this branch\n")
+        state = json.loads((partial / STATE_FILE).read_text())
         state["finished"] = False
-        atomic_write(state_file, (json.dumps(state, indent=1) + "\n").encode())
-        train(config, run_dir, resume=True, progress=progress)
-    elif diff_keys(config_to_dict(load_config(run_dir / CONFIG_FILE)), config_to_dict(config)):
-        raise FileExistsError(f"{run_dir} holds a branch of another config; delete it first")
+        atomic_write(partial / STATE_FILE, (json.dumps(state, indent=1) + "\n").encode())
+        partial.rename(run_dir)
+    train_or_reuse(config, run_dir, progress=progress, fix="delete it to branch it again")
     return read_branch(full_dir, run_dir)
 
 
@@ -133,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_branch(full, variants[name], name)
 
     full_dir = args.out / "full"
-    state_file = full_dir / STATE_FILE
-    if not (state_file.is_file() and json.loads(state_file.read_text()).get("finished")):
-        train(full, full_dir, resume=state_file.is_file(), progress=not args.no_progress)
+    train_or_reuse(full, full_dir, progress=not args.no_progress, fix="choose another --out")
     print(
         f"load average {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} torch threads; "
         f"full network from {full_dir}"

@@ -373,3 +373,6 @@ def test_elastic_branches_continue_one_full_network(tmp_path, capsys):
     assert elastic_branches.main(argv[:7])["a"] == results["a"]
     with pytest.raises(ValueError, match=r"changes what the full-network phase used \(seed\)"):
         elastic_branches.main([*argv[:4], "--variant", "bad", "seed=3"])
+    # The full run there is of another config: an error, not a silent stand-in.
+    with pytest.raises(FileExistsError, match="another config"):
+        elastic_branches.main([argv[0], "seed=3", *argv[1:7]])
