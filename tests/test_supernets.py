@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import onceforall as ofa
-from onceforall.elastic import ElasticBatchNorm2d, ElasticDepthwiseConv, make_divisible
+from onceforall.elastic import (
+    ElasticBatchNorm2d,
+    ElasticDepthwiseConv,
+    ElasticPointwiseConv,
+    make_divisible,
+)
 from onceforall.elastic.utils import _ONE_OP_FROM, Slice, leading, take_slices
 from onceforall.export import export_onnx, export_torchscript
 from onceforall.static import SqueezeExcite
@@ -319,6 +324,61 @@ def test_precomputed_block_params_change_nothing(family, channels_last):
             assert a.grad is None or torch.equal(a.grad, b.grad), name
         for (name, a), b in zip(net.named_buffers(), twin.buffers(), strict=True):
             assert torch.equal(a, b), name
+
+
+def test_kept_slice_plans_follow_replaced_parameters_and_modules(family):
+    """Blocks keep their stated slices between forwards (SlicePlans). Whatever replaces a
+    parameter or a submodule, the next forward must use and train the new one, exactly as a
+    supernet that never stated any slices does."""
+    torch.manual_seed(0)
+    kwargs = family_kwargs(family)
+    net = randomize_(ofa.create_supernet(family, **kwargs)).train()
+    arch = net.space.smallest()  # every elastic weight of the active blocks is sliced
+    x = _input(net, arch, n=4)
+
+    def fresh_like(state: dict) -> ofa.Supernet:
+        fresh = ofa.create_supernet(family, **kwargs).train()
+        fresh.load_state_dict(state)
+        return fresh
+
+    def check(model: ofa.Supernet) -> None:
+        fresh = fresh_like(model.state_dict())
+        outs = []
+        for m in (model, fresh):
+            m.zero_grad(set_to_none=True)
+            torch.manual_seed(1)  # same dropout mask
+            out = m.forward_arch(x, arch)
+            out.square().mean().backward()
+            outs.append(out)
+        assert torch.equal(*outs)
+        for (name, a), b in zip(model.named_parameters(), fresh.parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            assert a.grad is None or torch.equal(a.grad, b.grad), name
+
+    check(net)  # states and keeps the plans
+    other = randomize_(ofa.create_supernet(family, **kwargs), seed=1)
+    net.load_state_dict({k: v.clone() for k, v in other.state_dict().items()}, assign=True)
+    check(net)
+    block = net.stages[0][0]
+    conv = next(m for m in block.modules() if isinstance(m, ElasticPointwiseConv))
+    conv.weight = torch.nn.Parameter(torch.randn_like(conv.weight))
+    check(net)
+    name = next(n for n, m in block.named_children() if isinstance(m, ElasticPointwiseConv))
+    setattr(block, name, copy.deepcopy(getattr(block, name)))  # same values, new objects
+    check(net)
+    twin = copy.deepcopy(net)
+    net.zero_grad(set_to_none=True)
+    check(twin)
+    assert all(p.grad is None for p in net.parameters())
+
+    weight_name = f"stages.0.0.{name}.weight"
+    new = torch.randn_like(net.get_parameter(weight_name))
+    net.set_active(arch)
+    torch.manual_seed(1)
+    got = torch.func.functional_call(net, {weight_name: new}, (x,))
+    fresh = fresh_like({**net.state_dict(), weight_name: new})
+    torch.manual_seed(1)
+    assert torch.equal(got, fresh.forward_arch(x, arch))
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

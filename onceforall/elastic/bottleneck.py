@@ -7,14 +7,14 @@ shape changes, an average pool (the stride) followed by a 1x1 conv; ReLU after t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from onceforall.elastic.conv import ElasticConv2d, ElasticPointwiseConv
 from onceforall.elastic.norm import ElasticBatchNorm2d
-from onceforall.elastic.utils import Slice, conv_cost, sort_width_, take_slices
+from onceforall.elastic.utils import Slice, SlicePlans, conv_cost, sort_width_, take_slices
 from onceforall.static import ResidualBlock
 
 __all__ = ["ElasticBottleneck", "conv_bn", "copy_conv_bn_"]
@@ -108,6 +108,7 @@ class ElasticBottleneck(nn.Module):
             if stride > 1 and not identity_shortcut
             else None
         )
+        self._plans = SlicePlans()
 
     def _layers(self, in_channels: int, out_channels: int, mid_channels: int) -> list[tuple]:
         layers = [
@@ -119,9 +120,16 @@ class ElasticBottleneck(nn.Module):
             layers.append((self.shortcut, self.shortcut_bn, in_channels, out_channels))
         return layers
 
-    def active_slices(self, in_channels: int, out_channels: int, mid_channels: int) -> list[Slice]:
+    def active_slices(
+        self, in_channels: int, out_channels: int, mid_channels: int
+    ) -> Sequence[Slice]:
         """What :meth:`active_params` takes of the shared weights at these widths, in the order
-        :meth:`active_params_from` reads them."""
+        :meth:`active_params_from` reads them (kept between calls: see
+        :class:`~onceforall.elastic.utils.SlicePlans`)."""
+        widths = (in_channels, out_channels, mid_channels)
+        return self._plans.get(self, widths, lambda: self._state_slices(*widths))
+
+    def _state_slices(self, in_channels: int, out_channels: int, mid_channels: int) -> list[Slice]:
         return [
             s
             for conv, bn, i, o in self._layers(in_channels, out_channels, mid_channels)

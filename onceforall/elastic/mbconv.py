@@ -13,7 +13,14 @@ from torch import nn
 from onceforall.elastic.conv import ElasticDepthwiseConv, ElasticPointwiseConv
 from onceforall.elastic.norm import BatchNormParams, ElasticBatchNorm2d
 from onceforall.elastic.se import ElasticSE, SEParams
-from onceforall.elastic.utils import Slice, conv_cost, make_divisible, permute_bn_, take_slices
+from onceforall.elastic.utils import (
+    Slice,
+    SlicePlans,
+    conv_cost,
+    make_divisible,
+    permute_bn_,
+    take_slices,
+)
 from onceforall.static import MBConv
 
 __all__ = ["ElasticMBConv", "MBConvParams", "activation"]
@@ -96,13 +103,18 @@ class ElasticMBConv(nn.Module):
         self.project_bn = nn.BatchNorm2d(out_channels)
         self._act = _activation_entry(act)[1]  # a function: see forward
         self.residual = stride == 1 and in_channels == out_channels
+        self._plans = SlicePlans()
 
     def mid_channels(self, expand_ratio: float) -> int:
         return _mid(self.in_channels, expand_ratio)
 
-    def active_slices(self, kernel_size: int, expand_ratio: float) -> list[Slice]:
+    def active_slices(self, kernel_size: int, expand_ratio: float) -> Sequence[Slice]:
         """What :meth:`active_params` takes of the shared weights at a choice, in the order
-        :meth:`active_params_from` reads them."""
+        :meth:`active_params_from` reads them (kept between calls: see
+        :class:`~onceforall.elastic.utils.SlicePlans`)."""
+        return self._plans.get(self, expand_ratio, partial(self._state_slices, expand_ratio))
+
+    def _state_slices(self, expand_ratio: float) -> list[Slice]:
         mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
         slices = []
         if self.has_expand:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -10,6 +10,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "Slice",
+    "SlicePlans",
     "conv_cost",
     "leading",
     "make_divisible",
@@ -62,6 +63,58 @@ class Slice(NamedTuple):
     tensor: torch.Tensor
     size: tuple[int, ...]
     copy: bool = False
+
+
+class SlicePlans:
+    """A block's stated slices per choice, kept between steps.
+
+    Stating the slices is Python that walks the block's layers on every forward, and on a small
+    subnet's training step it is a visible share of the elastic overhead (``python -m
+    benchmarks.elastic_overhead``). A plan names parameter objects, so each use first checks that
+    the block's module tree still holds them: the block itself and every submodule and parameter
+    the same object as when stated, whatever replaced one (assignment,
+    ``load_state_dict(assign=True)``, ``torch.func.functional_call``, a ``.to()`` that overwrites
+    parameters, a ``DataParallel`` replica). A changed tree states the slices afresh. Storage,
+    strides and values are read when the slices are taken, so in-place changes (a ``.to()`` that
+    keeps the parameters, ``.data`` assignment, optimizer steps) need no check.
+    """
+
+    __slots__ = ("_plans",)
+
+    def __init__(self) -> None:
+        # choice -> (root, (module, is_param, name, object) of every edge of its tree, slices)
+        self._plans: dict[object, tuple[torch.nn.Module, tuple, tuple[Slice, ...]]] = {}
+
+    def get(
+        self, module: torch.nn.Module, choice: object, state: Callable[[], Sequence[Slice]]
+    ) -> tuple[Slice, ...]:
+        """``state()``'s slices for ``choice``, stated again only when ``module``'s tree changed.
+        ``state`` must depend on nothing but the choice and the tree's objects."""
+        plan = self._plans.get(choice)
+        if (
+            plan is not None
+            and plan[0] is module
+            and all(
+                (m._parameters if is_param else m._modules).get(name) is obj
+                for m, is_param, name, obj in plan[1]
+            )
+        ):
+            return plan[2]
+        if plan is not None:
+            self._plans.clear()  # the tree changed: drop every plan and the objects it holds
+        slices = tuple(state())
+        edges = tuple(
+            (m, is_param, name, obj)
+            for m in module.modules()
+            for is_param, d in ((False, m._modules), (True, m._parameters))
+            for name, obj in d.items()
+        )
+        self._plans[choice] = (module, edges, slices)
+        return slices
+
+    def __reduce__(self):
+        # Copies and pickles start empty: a copied tree holds other objects and states its own.
+        return SlicePlans, ()
 
 
 def _take(s: Slice) -> torch.Tensor:
