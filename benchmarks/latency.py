@@ -38,7 +38,7 @@ import torch
 
 import onceforall as ofa
 from onceforall.predictors import build_latency_table, fit_line, round_validation, validate_latency
-from onceforall.predictors.latency import compare_latency
+from onceforall.predictors.latency_validation import compare_latency
 from onceforall.predictors.timing import environment
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from onceforall.config import load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
-from onceforall.predictors.latency import round_validation
+from onceforall.predictors.latency_validation import round_validation
 from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
 from onceforall.training.bn import batches

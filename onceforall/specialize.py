@@ -28,7 +28,7 @@ from onceforall.predictors import (
     LatencyTable,
     build_latency_table,
 )
-from onceforall.predictors.latency import time_with_drift
+from onceforall.predictors.latency_validation import time_with_drift
 from onceforall.predictors.timing import busy_cores
 from onceforall.run import Run
 from onceforall.search import (

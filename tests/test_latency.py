@@ -23,7 +23,8 @@ from onceforall.predictors import (
     table_drift,
     validate_latency,
 )
-from onceforall.predictors.latency import fit_latency_model, fit_lines, plan_table
+from onceforall.predictors.latency import fit_latency_model, fit_lines
+from onceforall.predictors.latency_build import plan_table
 from onceforall.predictors.timing import busy_cores, onnx_bytes
 from onceforall.supernets.base import LayerSpec
 from tests.conftest import small_mbv3

@@ -16,7 +16,7 @@ from benchmarks.latency_kit import measure_without_torch
 from onceforall.cli import main as cli_main
 from onceforall.predictors import onnx_timing
 from onceforall.predictors.kit import import_measurements, read_measurements, write_kit
-from onceforall.predictors.latency import plan_table
+from onceforall.predictors.latency_build import plan_table
 from onceforall.run import Run
 from tests.conftest import small_mbv3
 

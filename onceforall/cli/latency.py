@@ -28,7 +28,7 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         raise ValueError(f"unexpected argument {args.file!r}: {parser_hint}")
     if args.action == "list":
         return _latency_list(run)
-    from onceforall.predictors.latency import round_validation, validate_latency
+    from onceforall.predictors.latency_validation import round_validation, validate_latency
     from onceforall.specialize import Specializer, latency_table_path
 
     spec = Specializer(

@@ -10,11 +10,10 @@ from onceforall.predictors.accuracy_dataset import (
     build_accuracy_dataset,
     sample_archs,
 )
-from onceforall.predictors.latency import (
-    LatencyTable,
+from onceforall.predictors.latency import LatencyTable, fit_line
+from onceforall.predictors.latency_build import build_latency_table
+from onceforall.predictors.latency_validation import (
     LatencyValidation,
-    build_latency_table,
-    fit_line,
     round_validation,
     table_drift,
     validate_latency,

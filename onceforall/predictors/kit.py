@@ -6,7 +6,7 @@ single-board computer or an inference server often cannot run torch, or should n
 kit carries the same measurement there:
 
 1. :func:`write_kit` (``onceforall latency kit RUN_DIR --out KIT``) exports what a table times
-   (:class:`~onceforall.predictors.latency.TablePlan`: each distinct layer, an empty model per
+   (:class:`~onceforall.predictors.latency_build.TablePlan`: each distinct layer, an empty model per
    input shape, the whole subnets its line is fitted to) as ONNX files, plus random subnets to
    validate the table with, a manifest, and ``measure.py``
    (:mod:`onceforall.predictors.onnx_timing`, which needs only numpy and onnxruntime).
@@ -32,12 +32,9 @@ import torch
 
 from onceforall.arch import ArchConfig
 from onceforall.predictors import onnx_timing
-from onceforall.predictors.latency import (
-    LatencyTable,
-    LatencyValidation,
-    plan_table,
-    round_validation,
-)
+from onceforall.predictors.latency import LatencyTable
+from onceforall.predictors.latency_build import plan_table
+from onceforall.predictors.latency_validation import LatencyValidation, round_validation
 from onceforall.predictors.timing import LATENCY_THREADS, onnx_bytes
 from onceforall.static import LAYERS_VERSION
 from onceforall.supernets import Supernet
@@ -93,7 +90,7 @@ def write_kit(
         threads, warmup, repeats: the defaults ``measure.py`` times with (those of the run's
             own tables: one thread, 10 untimed calls, the median of 50 rounds).
         fit_subnets, seed: the subnets the table's line is fitted to (as
-            :func:`~onceforall.predictors.latency.build_latency_table`).
+            :func:`~onceforall.predictors.latency_build.build_latency_table`).
         validate_subnets, validate_seed: random subnets timed in the same rounds, to score
             the table on the device (0 for none; the scores need at least 2).
 
