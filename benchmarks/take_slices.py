@@ -30,7 +30,7 @@ def _step(slices: list[Slice], one_op: bool, grads: list[torch.Tensor]) -> float
     """Forward and backward of the slices alone: ``grads`` go straight into the taken tensors."""
     started = time.perf_counter()
     if one_op:
-        taken = _TakeSlices.apply(tuple(slices), *(s.tensor for s in slices))
+        taken = _TakeSlices.apply(tuple(slices), (None,) * len(slices), *(s.tensor for s in slices))
     else:
         taken = [_take(s) for s in slices]
     torch.autograd.backward(taken, grads)

@@ -376,3 +376,26 @@ def test_elastic_branches_continue_one_full_network(tmp_path, capsys):
     # The full run there is of another config: an error, not a silent stand-in.
     with pytest.raises(FileExistsError, match="another config"):
         elastic_branches.main([argv[0], "seed=3", *argv[1:7]])
+
+
+def test_weight_prep_benchmark_times_each_variant_and_checks_they_do_the_same_work(
+    capsys, monkeypatch
+):
+    from benchmarks import weight_prep
+    from onceforall.elastic.utils import Slice
+
+    weight_prep.main(["--rounds", "1", "--steps", "1", "--channels-last"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[2:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        (a, v) for a in ("largest", "median", "smallest") for v in weight_prep.VARIANTS
+    ]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    # A variant that takes other slices trains other weights: refused, not timed.
+    monkeypatch.setattr(
+        weight_prep,
+        "_unfolded",
+        lambda conv: lambda channels=None, kernel_size=None: [Slice(conv.weight, (8, 1, 7, 7))],
+    )
+    with pytest.raises(AssertionError, match="unfolded prepares other weights than present"):
+        weight_prep.main(["--rounds", "1", "--steps", "1"])

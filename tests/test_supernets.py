@@ -297,14 +297,18 @@ def _resnet_blockwise_forward(net, x: torch.Tensor, arch: ofa.ArchConfig) -> tor
                     net.classifier.bias)  # fmt: skip
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["trained transforms", "frozen"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_precomputed_block_params_change_nothing(family, channels_last):
-    """forward_arch slices all active weights before running any block; outputs, gradients and
+def test_precomputed_block_params_change_nothing(family, channels_last, frozen):
+    """forward_arch slices all active weights before running any block (in one autograd op,
+    which also transforms the kernels while their matrices are frozen); outputs, gradients and
     batch-norm statistics must be bit-identical to slicing inside each block."""
     torch.manual_seed(0)
     net = randomize_(ofa.create_supernet(family, **family_kwargs(family))).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
+    for name, p in net.named_parameters():
+        p.requires_grad_(not (frozen and ".transforms." in name))
     twin = copy.deepcopy(net)
     for arch in _archs(net, 3, seed=4):
         x = _input(net, arch, n=4).contiguous(memory_format=fmt)

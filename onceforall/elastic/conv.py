@@ -4,13 +4,14 @@ with elastic kernel size through the Once-for-All kernel transformation matrices
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from onceforall.elastic.depthwise import depthwise_conv2d
-from onceforall.elastic.utils import Slice, take_slices
+from onceforall.elastic.utils import Slice, _kernel_product, take_slices
 
 __all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
@@ -154,42 +155,57 @@ class ElasticDepthwiseConv(nn.Module):
             m = t @ m.index_select(0, getattr(self, crop))
         return m
 
-    def active_slices(self, channels: int | None = None) -> list[Slice]:
-        """What :meth:`kernel` takes of the shared weight: its first ``channels`` channels."""
+    def active_slices(
+        self, channels: int | None = None, kernel_size: int | None = None
+    ) -> list[Slice]:
+        """What :meth:`kernel` takes of the shared weight: its first ``channels`` channels; given
+        a smaller ``kernel_size``, with the folded matrix that transforms them while the matrices
+        are frozen (see :class:`~onceforall.elastic.utils.Slice`), for :meth:`kernel_from`."""
         w = self.weight
-        return [Slice(w, (self.max_channels if channels is None else channels, *w.shape[1:]))]
+        size = (self.max_channels if channels is None else channels, *w.shape[1:])
+        if kernel_size is None or kernel_size == self.kernel_sizes[-1]:
+            return [Slice(w, size)]
+        if kernel_size not in self._chains:
+            raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes}")
+        return [Slice(w, size, matrix=partial(self.frozen_matrix, kernel_size))]
 
     def kernel(self, kernel_size: int, channels: int | None = None) -> torch.Tensor:
         """The active ``(channels, 1, k, k)`` kernel, differentiable w.r.t. weight and matrices."""
         return self.kernel_from(iter(take_slices(self.active_slices(channels))), kernel_size)
 
+    def frozen_matrix(self, kernel_size: int) -> torch.Tensor | None:
+        """The folded ``(k^2, max_k^2)`` matrix of a smaller kernel while no gradient reaches the
+        transforms (frozen, as in every phase after the elastic kernel one, or nothing records
+        gradients), ``None`` otherwise. Kept until a transform changes (its version counter or
+        storage moves)."""
+        transforms = [self.transforms[key] for key, _ in self._chains[kernel_size]]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in transforms):
+            return None
+        state = tuple((t.data_ptr(), t._version) for t in transforms)
+        cached = self._matrices.get(kernel_size)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        with torch.no_grad():
+            m = self._matrix(self._chains[kernel_size], transforms)
+        self._matrices[kernel_size] = (state, m)
+        return m
+
     def kernel_from(self, taken: Iterator[torch.Tensor], kernel_size: int) -> torch.Tensor:
-        """:meth:`kernel` from the next tensor of ``taken`` (:meth:`active_slices` taken)."""
+        """:meth:`kernel` from the next tensor of ``taken`` (:meth:`active_slices` taken; with a
+        ``kernel_size``, it may come transformed already)."""
         w = next(taken)
         chain = self._chains.get(kernel_size)
         if chain is None:
             raise ValueError(f"kernel_size={kernel_size} not in {self.kernel_sizes}")
-        if not chain:
+        if w.shape[-1] == kernel_size:  # the largest kernel, or transformed when taken
             return w
         # A smaller kernel is one product of the weight with the folded crop-and-transform
         # matrix: two small autograd ops per block instead of a crop and a product per
-        # transition (this runs on every training step of every block). Once the matrices are
-        # frozen (every phase after the elastic kernel one) or nothing records gradients, the
-        # folded matrix is kept until a transform changes (its version counter moves).
-        transforms = [self.transforms[key] for key, _ in chain]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in transforms):
-            m = self._matrix(chain, transforms)
-        else:
-            state = tuple((t.data_ptr(), t._version) for t in transforms)
-            cached = self._matrices.get(kernel_size)
-            if cached is not None and cached[0] == state:
-                m = cached[1]
-            else:
-                with torch.no_grad():
-                    m = self._matrix(chain, transforms)
-                self._matrices[kernel_size] = (state, m)
-        c = w.shape[0]
-        return F.linear(w.view(c, -1), m).view(c, 1, kernel_size, kernel_size)
+        # transition (this runs on every training step of every block).
+        m = self.frozen_matrix(kernel_size)
+        if m is None:
+            m = self._matrix(chain, [self.transforms[key] for key, _ in chain])
+        return _kernel_product(w, m)
 
     def forward(
         self, x: torch.Tensor, kernel_size: int, kernel: torch.Tensor | None = None

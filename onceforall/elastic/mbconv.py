@@ -112,15 +112,16 @@ class ElasticMBConv(nn.Module):
         """What :meth:`active_params` takes of the shared weights at a choice, in the order
         :meth:`active_params_from` reads them (kept between calls: see
         :class:`~onceforall.elastic.utils.SlicePlans`)."""
-        return self._plans.get(self, expand_ratio, partial(self._state_slices, expand_ratio))
+        choice = (kernel_size, expand_ratio)
+        return self._plans.get(self, choice, partial(self._state_slices, *choice))
 
-    def _state_slices(self, expand_ratio: float) -> list[Slice]:
+    def _state_slices(self, kernel_size: int, expand_ratio: float) -> list[Slice]:
         mid = self.mid_channels(expand_ratio) if self.has_expand else self.in_channels
         slices = []
         if self.has_expand:
             slices += self.expand_conv.active_slices(self.in_channels, mid)
             slices += self.expand_bn.active_slices(mid)
-        slices += self.depthwise.active_slices(mid)
+        slices += self.depthwise.active_slices(mid, kernel_size)
         slices += self.depthwise_bn.active_slices(mid)
         if self.se is not None:
             slices += self.se.active_slices(mid)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = [
@@ -58,11 +60,19 @@ class Slice(NamedTuple):
     """A leading part of a parameter: ``tensor[:size[0], :size[1], ...]``, its dimensions past
     ``len(size)`` dropped (they must have size 1), as a view, or as a copy when ``copy`` (for a
     strided part a convolution would otherwise copy in its forward and again in its backward; see
-    :func:`leading`)."""
+    :func:`leading`).
+
+    ``matrix``, for a ``(C, 1, K, K)`` depthwise kernel: a function called when the slice is
+    taken, giving a constant ``(k * k, K * K)`` matrix (``F.linear`` of each channel's flattened
+    kernel) that makes the part a ``(C, 1, k, k)`` kernel, or ``None`` where the product must be
+    recorded by autograd instead (its matrix is trained): the part is then taken as it is. In the
+    one autograd op of :func:`take_slices`, the product and its gradient are computed without
+    recording the few ops and nodes each would cost."""
 
     tensor: torch.Tensor
     size: tuple[int, ...]
     copy: bool = False
+    matrix: Callable[[], torch.Tensor | None] | None = None
 
 
 class SlicePlans:
@@ -117,14 +127,23 @@ class SlicePlans:
         return SlicePlans, ()
 
 
-def _take(s: Slice) -> torch.Tensor:
+def _take(s: Slice, matrix: torch.Tensor | None = None) -> torch.Tensor:
     t = s.tensor
     if len(s.size) == t.dim() and s.size[1:] == t.shape[1:]:
-        view = t[: s.size[0]]  # a row prefix: the plain slice, whose backward is the cheaper one
+        view = t if s.size[0] == t.shape[0] else t[: s.size[0]]
+        # (a row prefix: the plain slice, whose backward is the cheaper one)
     else:
         view = t.as_strided(s.size, t.stride()[: len(s.size)], t.storage_offset())
+    if matrix is not None:
+        return _kernel_product(view, matrix)
     # clone() keeps the memory format the view suggests, as in leading().
     return view.clone() if s.copy else view
+
+
+def _kernel_product(kernel: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """A ``(C, 1, K, K)`` kernel mapped to ``(C, 1, k, k)`` by a ``(k * k, K * K)`` matrix."""
+    c, k = kernel.shape[0], math.isqrt(matrix.shape[0])
+    return F.linear(kernel.view(c, -1), matrix).view(c, 1, k, k)
 
 
 class _TakeSlices(torch.autograd.Function):
@@ -134,19 +153,25 @@ class _TakeSlices(torch.autograd.Function):
     backward fills one zeroed buffer for all the gradients with one batched copy."""
 
     @staticmethod
-    def forward(ctx, slices: tuple[Slice, ...], *tensors: torch.Tensor):
-        # ``tensors`` are the slices' own tensors, passed so that autograd links them to the op.
-        ctx.slices = slices
-        return tuple(_take(s) for s in slices)
+    def forward(
+        ctx,
+        slices: tuple[Slice, ...],
+        matrices: tuple[torch.Tensor | None, ...],
+        *tensors: torch.Tensor,
+    ):
+        # ``tensors`` are the slices' own tensors, passed so that autograd links them to the op;
+        # ``matrices`` are constants (Slice.matrix), one or None per slice.
+        ctx.slices, ctx.matrices = slices, matrices
+        return tuple(_take(s, m) for s, m in zip(slices, matrices, strict=True))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads: torch.Tensor | None):
         slices: tuple[Slice, ...] = ctx.slices
-        wanted = [i for i, g in enumerate(grads) if g is not None and ctx.needs_input_grad[i + 1]]
+        wanted = [i for i, g in enumerate(grads) if g is not None and ctx.needs_input_grad[i + 2]]
         out: list[torch.Tensor | None] = [None] * len(slices)
         if not wanted:
-            return None, *out
+            return None, None, *out
         # Each gradient is a dense view of the buffer with its parameter's strides (its memory
         # format), so the optimizer and DDP see ordinary full-size gradients.
         buffer = grads[wanted[0]].new_zeros(sum(slices[i].tensor.numel() for i in wanted))
@@ -156,8 +181,14 @@ class _TakeSlices(torch.autograd.Function):
             out[i] = buffer.as_strided(t.shape, t.stride(), offset)
             parts.append(buffer.as_strided(size, t.stride()[: len(size)], offset))
             offset += t.numel()
-        torch._foreach_copy_(parts, [grads[i] for i in wanted])
-        return None, *out
+        sources = []
+        for i in wanted:
+            g, m = grads[i], ctx.matrices[i]
+            if m is not None:  # the gradient of _kernel_product's F.linear, as autograd's
+                g = g.reshape(g.shape[0], -1).mm(m).view(slices[i].size)
+            sources.append(g)
+        torch._foreach_copy_(parts, sources)
+        return None, None, *out
 
 
 # From how many recorded slices one autograd op is used. Its Python backward costs a fixed few
@@ -174,27 +205,31 @@ _ONE_OP_FROM = 32
 
 
 def take_slices(slices: Sequence[Slice]) -> list[torch.Tensor]:
-    """The slices' tensors, gradients flowing back to the sliced parameters as with ordinary
-    slicing (the values and gradients are exactly the same). A slice of a whole tensor is the
-    tensor itself. While gradients are recorded, the slices of tensors that require them are
-    taken by one autograd op when there are many of them (a supernet's whole forward), by
-    ordinary ops otherwise (one layer's own few)."""
+    """The slices' tensors (depthwise kernels with a ``matrix`` transformed: see :class:`Slice`),
+    gradients flowing back to the sliced parameters as with ordinary slicing and products (the
+    values and gradients are exactly the same). A slice of a whole tensor is the tensor itself.
+    While gradients are recorded, the slices of tensors that require them are taken by one
+    autograd op when there are many of them (a supernet's whole forward), by ordinary ops
+    otherwise (one layer's own few)."""
     out: list[torch.Tensor | None] = [None] * len(slices)
+    matrices: list[torch.Tensor | None] = [None] * len(slices)
     recorded = torch.is_grad_enabled()
     todo: list[int] = []
     for i, s in enumerate(slices):
-        if s.size == s.tensor.shape:
+        m = matrices[i] = None if s.matrix is None else s.matrix()
+        if m is None and s.size == s.tensor.shape:
             out[i] = s.tensor
         elif recorded and s.tensor.requires_grad:
             todo.append(i)
         else:
-            out[i] = _take(s)
+            out[i] = _take(s, m)
     if len(todo) < _ONE_OP_FROM:
         for i in todo:
-            out[i] = _take(slices[i])
+            out[i] = _take(slices[i], matrices[i])
     else:
         parts = tuple(slices[i] for i in todo)
-        taken = _TakeSlices.apply(parts, *(s.tensor for s in parts))
+        part_matrices = tuple(matrices[i] for i in todo)
+        taken = _TakeSlices.apply(parts, part_matrices, *(s.tensor for s in parts))
         for i, t in zip(todo, taken, strict=True):
             out[i] = t
     return out  # type: ignore[return-value]
