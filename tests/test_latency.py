@@ -156,6 +156,23 @@ def test_fit_line_is_robust_and_falls_back_to_an_offset():
         fit_line([0.1, 0.2], [0.1])
 
 
+def test_fitted_lines_never_predict_a_time_that_is_not_positive():
+    """Times a busy machine disturbed can give a steep line with a negative offset; a negative
+    latency would meet any budget. Each fit falls back until its smallest sum is positive."""
+    x = np.array([1.0, 10, 11, 12, 13])
+    y = np.array([0.5, 30, 34, 38, 42])  # Theil-Sen: slope 4, offset -10: -6 at x = 1
+    assert fit_line(x, y) == pytest.approx((1.0, 23.0))  # the offset alone
+    y_low = y / 10  # the offset alone is negative too (-7.6): the median ratio, no offset
+    assert fit_line(x, y_low) == pytest.approx((float(np.median(y_low / x)), 0.0))
+    scale, offsets = fit_lines(x, y, [24, 24, 28, 28, 28])  # group 24: 4 - 6.75 at x = 1
+    assert scale == pytest.approx(1.0) and offsets == pytest.approx({24: 23.0, 28: 23.0})
+    for measured in (y, y_low):
+        for res in ([24] * 5, [24, 24, 28, 28, 28]):
+            scale, overhead, by_res, _ = fit_latency_model(x, measured, res)
+            for sum_ms, r in zip(x, res, strict=True):
+                assert scale * sum_ms + by_res.get(r, overhead) > 0
+
+
 def test_fit_lines_recovers_an_offset_per_resolution_and_resists_a_slowed_point():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.1, 0.5, 24)

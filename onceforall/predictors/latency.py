@@ -214,7 +214,12 @@ def fit_line(layer_sums: Sequence[float], measured: Sequence[float]) -> tuple[fl
     least-squares line would follow one slowed point (one such point sent its slope to 2.5);
     the medians do not.
     With fewer than three points, or no two distinct sums, or a slope that is not positive, the
-    slope is 1 and the offset the median of ``measured - layer_sum``.
+    slope is 1 and the offset the median of ``measured - layer_sum``. A line is only taken where
+    it predicts a positive time at the smallest layer sum (no subnet of the space sums less: the
+    fitting subnets include the smallest): a line fitted to times that a busy machine disturbed
+    can be steep with a negative offset, and a negative latency would meet any budget. Failing
+    that, the offset alone; failing that too, the median ratio ``measured / layer_sum`` (no
+    offset), which is positive wherever the times are.
     """
     x = np.asarray(layer_sums, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
@@ -222,11 +227,17 @@ def fit_line(layer_sums: Sequence[float], measured: Sequence[float]) -> tuple[fl
         raise ValueError(f"need matching 1-D layer sums and measurements, got {x.shape}, {y.shape}")
     i, j = np.triu_indices(x.size, 1)
     apart = x[j] != x[i]
+    low = x.min()
     if x.size >= 3 and apart.any():
         scale = float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))
         if np.isfinite(scale) and scale > 0:
-            return scale, float(np.median(y - scale * x))
-    return 1.0, float(np.median(y - x))
+            overhead = float(np.median(y - scale * x))
+            if scale * low + overhead > 0:
+                return scale, overhead
+    overhead = float(np.median(y - x))
+    if low + overhead > 0 or low <= 0:
+        return 1.0, overhead
+    return float(np.median(y / x)), 0.0
 
 
 def fit_lines(
@@ -235,7 +246,9 @@ def fit_lines(
     """``(scale, {group: overhead_ms})``: parallel lines, one offset per group (input
     resolution), robust as :func:`fit_line`: the slope is the median of the pairwise slopes
     within the groups, each offset the median of its group's ``measured - scale * layer_sum``.
-    Falls back to :func:`fit_line`'s slope when no group has two distinct sums."""
+    Falls back to :func:`fit_line`'s slope when no group has two distinct sums, and to
+    :func:`fit_line`'s model for every group when a group's line would predict a time that is
+    not positive at its smallest sum (see :func:`fit_line`)."""
     x = np.asarray(layer_sums, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
     g = np.asarray(groups)
@@ -246,7 +259,11 @@ def fit_lines(
     scale = np.median((y[j] - y[i])[pairs] / (x[j] - x[i])[pairs]) if pairs.any() else np.nan
     if not (np.isfinite(scale) and scale > 0):
         scale = fit_line(x, y)[0]
-    return float(scale), {k: float(np.median((y - scale * x)[g == k])) for k in dict.fromkeys(g)}
+    offsets = {k: float(np.median((y - scale * x)[g == k])) for k in dict.fromkeys(g)}
+    if all(scale * x[g == k].min() + off > 0 for k, off in offsets.items()):
+        return float(scale), offsets
+    scale, overhead = fit_line(x, y)
+    return scale, dict.fromkeys(offsets, overhead)
 
 
 def fit_latency_model(
