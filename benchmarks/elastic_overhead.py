@@ -6,7 +6,10 @@
 
 Times forward + backward + SGD step at batch 64 for the largest, median (every choice at its
 middle value) and smallest arch, interleaving supernet and static steps so that machine noise hits
-both alike, and prints the ratio of medians (supernet / static). Target: <= 1.05. The header shows
+both alike (each network first in every other round), and prints the ratio of medians
+(supernet / static) and, as ``paired``, the median of each round's own ratio: the two steps of a
+round run back to back, so a machine whose speed drifts between rounds moves that one less.
+Target: <= 1.05. The header shows
 the load average: on a small machine, anything else running skews the numbers. ``--channels-last``
 runs both networks in the memory format the trainer uses by default. ``--breakdown`` also prints
 where the extra time goes: the median forward, backward and optimizer-step times of each network
@@ -169,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         f"slices in one op from {elastic_utils._ONE_OP_FROM} on, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6}")
+    print(
+        f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6} {'paired':>7}"
+    )
     for label, arch in (
         ("largest", space.largest()),
         ("median", _middle(space)),
@@ -192,11 +197,20 @@ def main(argv: list[str] | None = None) -> None:
                 _step(net, opt_super, x, y)
                 _step(static, opt_static, x, y)
             t_super, t_static = [], []
-            for _ in range(args.rounds):
+            for i in range(args.rounds):
+                # Each network goes first in every other round: whichever runs second in a
+                # pair finds the caches as the first left them.
+                if i % 2:
+                    t_static.append(_step(static, opt_static, x, y))
                 t_super.append(_step(net, opt_super, x, y))
-                t_static.append(_step(static, opt_static, x, y))
+                if not i % 2:
+                    t_static.append(_step(static, opt_static, x, y))
         ms, mt = (statistics.median(sum(t) for t in ts) * 1e3 for ts in (t_super, t_static))
-        print(f"{label:9} {net.macs(arch) / 1e6:7.2f} {ms:12.2f} {mt:10.2f} {ms / mt:6.3f}")
+        paired = statistics.median(sum(a) / sum(b) for a, b in zip(t_super, t_static, strict=True))
+        print(
+            f"{label:9} {net.macs(arch) / 1e6:7.2f} {ms:12.2f} {mt:10.2f} {ms / mt:6.3f} "
+            f"{paired:7.3f}"
+        )
         if args.breakdown:
             parts = [
                 [statistics.median(t[i] for t in ts) * 1e3 for i in range(3)]

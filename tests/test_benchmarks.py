@@ -335,7 +335,7 @@ def test_elastic_overhead_benchmark_ab_and_profile(capsys, monkeypatch):
     assert "slices in one op from 1000000 on" in out[0]
     rows = [line.split() for line in out if line.split()[0] in ("largest", "median", "smallest")]
     assert [r[0] for r in rows] == ["largest", "median", "smallest"]
-    assert all(float(r[-1]) > 0 for r in rows)  # the ratio
+    assert all(len(r) == 6 and float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)  # ratios
     profiled = [i for i, line in enumerate(out) if "profiled step" in line]
     assert len(profiled) == 3
     for i in profiled:  # TOP ops follow, each with supernet, static and added microseconds
