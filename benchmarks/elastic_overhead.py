@@ -44,6 +44,15 @@ from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.training.optim import make_optimizer
 
 
+def timed_archs(space: ofa.SearchSpace) -> list[tuple[str, ofa.ArchConfig]]:
+    """The labelled archs these benchmarks time: largest, median and smallest."""
+    return [
+        ("largest", space.largest()),
+        ("median", _middle(space)),
+        ("smallest", space.smallest()),
+    ]
+
+
 def _middle(space: ofa.SearchSpace) -> ofa.ArchConfig:
     def mid(choices):
         return choices[len(choices) // 2]
@@ -175,11 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'arch':9} {'MMACs':>7} {'supernet ms':>12} {'static ms':>10} {'ratio':>6} {'paired':>7}"
     )
-    for label, arch in (
-        ("largest", space.largest()),
-        ("median", _middle(space)),
-        ("smallest", space.smallest()),
-    ):
+    for label, arch in timed_archs(space):
         net.set_active(arch)
         static = net.extract(arch).train()
         if args.channels_last:

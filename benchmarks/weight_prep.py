@@ -35,7 +35,7 @@ from functools import partial
 import torch
 
 import onceforall as ofa
-from benchmarks.elastic_overhead import _middle
+from benchmarks.elastic_overhead import timed_archs
 from onceforall.elastic import ElasticDepthwiseConv
 from onceforall.elastic.utils import Slice, SlicePlans, take_slices
 
@@ -147,11 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'arch':9} {'variant':9} {'forward ms':>11} {'fwd+bwd ms':>11} {'fwd+bwd - present':>18}"
     )
-    for label, arch in (
-        ("largest", space.largest()),
-        ("median", _middle(space)),
-        ("smallest", space.smallest()),
-    ):
+    for label, arch in timed_archs(space):
         preps = {v: _prep(nets[v], arch) for v in VARIANTS}
         grads = [torch.randn_like(t) for t in preps["present"]()]
         steps = {v: partial(_forward_backward, nets[v], preps[v], grads) for v in VARIANTS}

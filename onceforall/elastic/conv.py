@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onceforall.elastic.depthwise import depthwise_conv2d
-from onceforall.elastic.utils import Slice, _kernel_product, take_slices
+from onceforall.elastic.utils import Slice, kernel_product, take_slices
 
 __all__ = ["ElasticConv2d", "ElasticDepthwiseConv", "ElasticPointwiseConv"]
 
@@ -205,7 +205,7 @@ class ElasticDepthwiseConv(nn.Module):
         m = self.frozen_matrix(kernel_size)
         if m is None:
             m = self._matrix(chain, [self.transforms[key] for key, _ in chain])
-        return _kernel_product(w, m)
+        return kernel_product(w, m)
 
     def forward(
         self, x: torch.Tensor, kernel_size: int, kernel: torch.Tensor | None = None

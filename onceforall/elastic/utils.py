@@ -14,6 +14,7 @@ __all__ = [
     "Slice",
     "SlicePlans",
     "conv_cost",
+    "kernel_product",
     "leading",
     "make_divisible",
     "permute_bn_",
@@ -130,17 +131,18 @@ class SlicePlans:
 def _take(s: Slice, matrix: torch.Tensor | None = None) -> torch.Tensor:
     t = s.tensor
     if len(s.size) == t.dim() and s.size[1:] == t.shape[1:]:
+        # A row prefix: the plain slice, whose backward is the cheaper one (the whole tensor
+        # where only a kernel transform is asked for).
         view = t if s.size[0] == t.shape[0] else t[: s.size[0]]
-        # (a row prefix: the plain slice, whose backward is the cheaper one)
     else:
         view = t.as_strided(s.size, t.stride()[: len(s.size)], t.storage_offset())
     if matrix is not None:
-        return _kernel_product(view, matrix)
+        return kernel_product(view, matrix)
     # clone() keeps the memory format the view suggests, as in leading().
     return view.clone() if s.copy else view
 
 
-def _kernel_product(kernel: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+def kernel_product(kernel: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """A ``(C, 1, K, K)`` kernel mapped to ``(C, 1, k, k)`` by a ``(k * k, K * K)`` matrix."""
     c, k = kernel.shape[0], math.isqrt(matrix.shape[0])
     return F.linear(kernel.view(c, -1), matrix).view(c, 1, k, k)
@@ -184,7 +186,7 @@ class _TakeSlices(torch.autograd.Function):
         sources = []
         for i in wanted:
             g, m = grads[i], ctx.matrices[i]
-            if m is not None:  # the gradient of _kernel_product's F.linear, as autograd's
+            if m is not None:  # the gradient of kernel_product's F.linear, as autograd's
                 g = g.reshape(g.shape[0], -1).mm(m).view(slices[i].size)
             sources.append(g)
         torch._foreach_copy_(parts, sources)
