@@ -11,8 +11,17 @@ import torch
 import onceforall as ofa
 from onceforall.config import TrainConfig, config_from_dict
 
-# Keep tests single-threaded: on 2 cores, intra-op threads fight pytest's own work for tiny tensors.
+# Keep tests single-threaded: on 2 cores, intra-op threads fight pytest's own work for tiny tensors,
+# and pytest-xdist runs one worker per core (pyproject.toml).
 torch.set_num_threads(1)
+
+# The file whose tests take longest in all (one demo run that every test of it reads): first, so
+# that under pytest-xdist a worker starts it at once while the others share the rest.
+_LONGEST_FILE = "test_demo.py"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: item.path.name != _LONGEST_FILE)  # stable: the rest keep order
 
 
 # Families too large to test at full width in seconds, and the factor that makes them small.
