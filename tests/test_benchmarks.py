@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+import onceforall as ofa
 from benchmarks.common import (
     Settings,
     budget,
@@ -399,3 +400,41 @@ def test_weight_prep_benchmark_times_each_variant_and_checks_they_do_the_same_wo
     )
     with pytest.raises(AssertionError, match="unfolded prepares other weights than present"):
         weight_prep.main(["--rounds", "1", "--steps", "1"])
+
+
+def test_train_throughput_times_the_trainer_and_a_static_loop_on_one_subnet(tmp_path, capsys):
+    from benchmarks import train_throughput
+
+    config_path = tmp_path / "tiny.yaml"
+    save_config(tiny_config(), config_path)
+    argv = [
+        "--config", str(config_path), "--steps", "4", "--log-every", "2", "--rounds", "2",
+        "batch_size=16",
+    ]  # fmt: skip
+    train_throughput.main(argv)
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[2:]]
+    assert [r[0] for r in rows] == ["largest", "median", "smallest"]
+    for _, macs, trainer, static, ratio, fast, fast_ratio in rows:
+        assert float(macs) > 0 and float(trainer) > 0 and float(static) > 0 and float(fast) > 0
+        assert float(ratio) == pytest.approx(float(trainer) / float(static), abs=2e-3)
+        assert float(fast_ratio) == pytest.approx(float(trainer) / float(fast), abs=2e-3)
+
+    # The trainer's run trains the one subnet at every step, without a teacher.
+    config = load_config(config_path, ["batch_size=16"])
+    with torch.device("meta"):
+        net = ofa.create_supernet(
+            config.model.family, num_classes=10, in_channels=1, **config.model.family_kwargs()
+        )
+    arch = net.space.smallest()
+    one = train_throughput.one_arch_config(config, arch, log_every=1)
+    windows = train_throughput.trainer_windows(one, 3, tmp_path / "work")
+    assert len(windows) == 2 and all(w > 0 for w in windows)
+    (metrics,) = (tmp_path / "work").glob("run-*/metrics.jsonl")
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["archs"] for r in records if r["kind"] == "train"] == [[str(arch)]] * 3
+    assert not list((tmp_path / "work").glob("run-*/teacher*"))
+    # A subnet with different choices per block is no phase's whole space: refused.
+    mixed = dataclasses.replace(arch, kernel_sizes=((3, 5), *arch.kernel_sizes[1:]))
+    with pytest.raises(ValueError, match="not uniform"):
+        train_throughput.one_arch_config(config, mixed, log_every=1)
