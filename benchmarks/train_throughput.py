@@ -2,7 +2,8 @@
 ordinary PyTorch loop.
 
     .venv/bin/python -m benchmarks.train_throughput [--config configs/fashion_mnist_quick.yaml]
-        [--steps 60] [--log-every 10] [--rounds 3] [--threads N] [key=value ...]
+        [--steps 60] [--log-every 10] [--rounds 3] [--threads N] [--archs largest,median,smallest]
+        [key=value ...]
 
 For the largest, median (every choice at its middle value) and smallest subnet of the config's
 space, each round runs:
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps per timed window")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="default: the config's")
+    p.add_argument("--archs", default="largest,median,smallest", help="which of the three to time")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
     overrides = list(args.overrides)
@@ -187,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{'static+dw img/s':>16} {'ratio':>6}"
     )
     with tempfile.TemporaryDirectory() as tmp:
+        wanted = args.archs.split(",")
         for label, arch in timed_archs(shape.space):
+            if label not in wanted:
+                continue
             cfg = one_arch_config(config, arch, args.log_every)
             rates: dict[str, list[float]] = {side: [] for side in SIDES}
             for r in range(args.rounds):

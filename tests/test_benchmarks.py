@@ -434,6 +434,8 @@ def test_train_throughput_times_the_trainer_and_a_static_loop_on_one_subnet(tmp_
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["archs"] for r in records if r["kind"] == "train"] == [[str(arch)]] * 3
     assert not list((tmp_path / "work").glob("run-*/teacher*"))
+    train_throughput.main([*argv, "--archs", "smallest"])
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["smallest"]
     # A subnet with different choices per block is no phase's whole space: refused.
     mixed = dataclasses.replace(arch, kernel_sizes=((3, 5), *arch.kernel_sizes[1:]))
     with pytest.raises(ValueError, match="not uniform"):
