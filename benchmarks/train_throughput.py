@@ -128,18 +128,20 @@ def static_windows(
     batch = config.batch_size
     if steps * batch > len(order):
         raise ValueError(f"{steps} steps of {batch} need more than {len(data.train)} images")
+    order = order[: steps * batch]
     with fast_depthwise_grad(model) if fast_dw else contextlib.nullcontext():
-        rates = _plain_loop(model, optimizer, config, data, order, arch.resolution, steps)
+        rates = _plain_loop(model, optimizer, config, data, order, arch.resolution, memory_format)
     if len(rates) < 2:
         raise ValueError(f"{steps} steps give {len(rates)} windows; raise --steps")
     return rates[1:]
 
 
-def _plain_loop(model, optimizer, config, data, order, resolution, steps) -> list[float]:
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+def _plain_loop(model, optimizer, config, data, order, resolution, memory_format) -> list[float]:
+    """Images/s of each window of ``config.log_every`` steps of an ordinary training loop over
+    the batches ``order`` lists, as many steps as ``order`` holds."""
     batch, smoothing = config.batch_size, config.optimizer.label_smoothing
     rates, started = [], time.perf_counter()
-    for step in range(steps):
+    for step in range(len(order) // batch):
         x, y = data.train.batch(order[step * batch : (step + 1) * batch])
         x = resize_batch(x, resolution).contiguous(memory_format=memory_format)
         loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
