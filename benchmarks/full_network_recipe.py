@@ -36,6 +36,7 @@ from onceforall.data import DataConfig, augment_batch, load_data, resize_batch
 from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.supernets.mbconvnet import MBConvSupernet
 from onceforall.supernets.mobilenetv3 import SMALL_IMAGES_LAYOUT
+from onceforall.training.optim import weight_decay_groups
 
 
 def _stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +78,7 @@ def main() -> None:
     data = load_data(DataConfig())
     xs, ys = _stack(data.train)
     hx, hy = _stack(data.holdout)
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    other = [p for p in net.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": other}]
+    groups = weight_decay_groups(net.named_parameters(), args.weight_decay)
     if args.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=0)
     else:

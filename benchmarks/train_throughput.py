@@ -51,7 +51,7 @@ from onceforall.data import DataBundle, load_data, resize_batch
 from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.supernets import create_supernet
 from onceforall.training import TrainInterrupted, train
-from onceforall.training.optim import make_optimizer
+from onceforall.training.optim import make_optimizer, weight_decay_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SIDES = ["trainer", "static", "static+dw"]
@@ -112,13 +112,8 @@ def static_windows(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     o = config.optimizer
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = make_optimizer(
-        [
-            {"params": decay, "weight_decay": o.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        weight_decay_groups(model.named_parameters(), o.weight_decay),
         o.name,
         config.schedule.phases[0].lr,
         momentum=o.momentum,
@@ -192,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         wanted = args.archs.split(",")
+        labels = [label for label, _ in timed_archs(shape.space)]
+        if unknown := set(wanted) - set(labels):
+            p.error(f"--archs: unknown {sorted(unknown)}; choose from {','.join(labels)}")
         for label, arch in timed_archs(shape.space):
             if label not in wanted:
                 continue

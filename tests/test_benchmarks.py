@@ -436,6 +436,8 @@ def test_train_throughput_times_the_trainer_and_a_static_loop_on_one_subnet(tmp_
     assert not list((tmp_path / "work").glob("run-*/teacher*"))
     train_throughput.main([*argv, "--archs", "smallest"])
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["smallest"]
+    with pytest.raises(SystemExit):  # a name that is none of the three: an argparse error
+        train_throughput.main([*argv, "--archs", "tiny"])
     # A subnet with different choices per block is no phase's whole space: refused.
     mixed = dataclasses.replace(arch, kernel_sizes=((3, 5), *arch.kernel_sizes[1:]))
     with pytest.raises(ValueError, match="not uniform"):

@@ -593,3 +593,20 @@ def test_distributed_recalibration_and_accuracy_share_the_batches_and_equal_one_
         assert got["seen"] == net.seen[:6][rank::2] + net.seen[6:][rank::2]  # every other batch
         torch.testing.assert_close(torch.tensor(got["stats"]), stats, rtol=1e-5, atol=1e-6)
         assert got["acc"] == expected
+
+
+def test_weight_decay_groups_spare_norms_biases_and_kernel_transforms():
+    from onceforall.training.optim import weight_decay_groups
+
+    net = ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1)
+    decay, no_decay = weight_decay_groups(net.named_parameters(), 3e-5)
+    assert decay["weight_decay"] == 3e-5 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(p.ndim > 1 and ".transforms." not in names[id(p)] for p in decay["params"])
+    assert any(".transforms." in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+    # Order within each group follows the module's, as optimizer state dicts rely on it.
+    order = [id(p) for p in net.parameters()]
+    for group in (decay, no_decay):
+        idx = [order.index(id(p)) for p in group["params"]]
+        assert idx == sorted(idx)

@@ -25,7 +25,7 @@ from onceforall.run import Run
 from onceforall.training.bn import recalibrate_bn
 from onceforall.training.checkpoint import atomic_write, save_weights
 from onceforall.training.losses import distillation_loss
-from onceforall.training.optim import make_optimizer
+from onceforall.training.optim import make_optimizer, weight_decay_groups
 from onceforall.training.schedule import lr_at, step_generator
 
 __all__ = ["finetune", "finetuned_path", "scratch_subnet", "train_subnet_loop"]
@@ -173,10 +173,8 @@ def train_subnet_loop(
     total = max(1, round(epochs * steps_per_epoch))
     warmup = round(total * warmup_fraction)
     opt = config.optimizer
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = make_optimizer(
-        [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay}],
+        weight_decay_groups(model.named_parameters(), opt.weight_decay),
         "sgd",
         lr,
         momentum=opt.momentum,

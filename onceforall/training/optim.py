@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["make_optimizer"]
+__all__ = ["make_optimizer", "weight_decay_groups"]
 
 # Devices with fused SGD and AdamW kernels in every torch this package supports (>= 2.4).
 _FUSED_DEVICES = ("cpu", "cuda")
@@ -49,6 +49,21 @@ def make_optimizer(
         _fill_momentum_buffers(opt)
         opt.register_load_state_dict_post_hook(_fill_momentum_buffers)
     return opt
+
+
+def weight_decay_groups(
+    named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float
+) -> list[dict[str, Any]]:
+    """Parameter groups for :func:`make_optimizer`: ``weight_decay`` on weights, none on batch
+    norm and biases (1-D) or kernel transformation matrices (identity-initialised: decay would
+    pull them towards zero, not towards the identity). Order within each group is kept."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        (no_decay if p.ndim <= 1 or ".transforms." in name else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _fill_momentum_buffers(opt: torch.optim.Optimizer) -> None:

@@ -40,7 +40,7 @@ from onceforall.training.checkpoint import (
     truncate_metrics,
 )
 from onceforall.training.losses import distillation_loss
-from onceforall.training.optim import make_optimizer
+from onceforall.training.optim import make_optimizer, weight_decay_groups
 from onceforall.training.schedule import (
     Phase,
     lr_at,
@@ -94,19 +94,10 @@ def _barrier(env: _Env) -> None:
 
 
 def _param_groups(net: Supernet, weight_decay: float, train_transforms: bool) -> list[dict]:
-    decay, no_decay = [], []
     for name, p in net.named_parameters():
-        is_transform = ".transforms." in name
-        p.requires_grad_(train_transforms or not is_transform)
-        if not p.requires_grad:
-            continue
-        # No weight decay on batch norm, biases and the kernel transformation matrices
-        # (identity-initialised: decay would pull them towards zero, not towards the identity).
-        (no_decay if p.ndim <= 1 or is_transform else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        p.requires_grad_(train_transforms or ".transforms." not in name)
+    trainable = ((name, p) for name, p in net.named_parameters() if p.requires_grad)
+    return weight_decay_groups(trainable, weight_decay)
 
 
 def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
