@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from onceforall.data import DataConfig
+from onceforall.files import atomic_write
 
 __all__ = [
     "DISTILL_TEACHERS",
@@ -302,7 +303,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 def save_config(config: TrainConfig, path: str | Path, header: str = "") -> None:
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    Path(path).write_text(header + text)
+    atomic_write(path, (header + text).encode())  # a torn config.yaml would break --resume
 
 
 # ----------------------------------------------------------------------------- validation

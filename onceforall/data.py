@@ -9,10 +9,12 @@ normalized on access. Resizing and augmentation are applied to whole batches on 
 
 from __future__ import annotations
 
+import codecs
 import copy
 import gzip
 import math
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "DataConfig",
+    "KeyedSubset",
     "TensorImageDataset",
     "augment_batch",
     "data_shape",
@@ -316,9 +319,62 @@ def _torchvision_download(name: str, root: Path, fix: str) -> None:
         ) from e
 
 
-def _cifar10(config: DataConfig) -> _Loaded:
-    from torchvision.datasets import CIFAR10
+_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles the CIFAR-10 "python version" files without running code: of all the globals a
+    pickle may name, only numpy's array reconstruction is found (and ``_codecs.encode``, with
+    which protocol 2 stores bytes); anything else is refused. Plain ``pickle.load`` of a file
+    from elsewhere could run arbitrary code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): core.multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): core.multiarray._reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,
+        }
+        found = allowed.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not an array")
+        return found
+
+
+def _cifar10_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            # latin1: the files were pickled by Python 2 (str keys, array bytes as str).
+            raw = _ArraysOnly(f, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a CIFAR-10 batch file (holds a {type(raw).__name__})")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+def _cifar10_split(folder: Path, names: Sequence[str]) -> _Split:
+    xs, ys = [], []
+    for name in names:
+        batch = _cifar10_file(folder / name)
+        data, labels = batch.get("data"), batch.get("labels")
+        if getattr(data, "ndim", 0) != 2 or data.shape[1] != 3 * 32 * 32 or labels is None:
+            raise ValueError(f"{folder / name} is not a CIFAR-10 batch: no (N, 3072) data/labels")
+        if len(labels) != len(data):
+            raise ValueError(f"{folder / name}: {len(data)} images but {len(labels)} labels")
+        xs.append(torch.from_numpy(data.astype("uint8", copy=False)).view(-1, 3, 32, 32))
+        ys.append(torch.tensor(labels, dtype=torch.long))
+    x, y = torch.cat(xs), torch.cat(ys)
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < CIFAR10_NUM_CLASSES:
+        raise ValueError(f"{folder}: labels outside 0..{CIFAR10_NUM_CLASSES - 1}")
+    return x, y
+
+
+def _cifar10(config: DataConfig) -> _Loaded:
     root = Path(config.root).expanduser() if config.root else cache_dir() / "cifar10"
     if root.name == "cifar-10-batches-py":  # accept the extracted folder itself
         root = root.parent
@@ -327,19 +383,21 @@ def _cifar10(config: DataConfig) -> _Loaded:
         "https://www.cs.toronto.edu/~kriz/cifar.html), or set data.download=true where the "
         "network allows."
     )
-    if not (root / "cifar-10-batches-py").is_dir():
+    folder = root / "cifar-10-batches-py"
+    if not folder.is_dir():
         if not config.download:
-            raise FileNotFoundError(f"CIFAR-10 not found: no {root}/cifar-10-batches-py/. {fix}")
+            raise FileNotFoundError(f"CIFAR-10 not found: no {folder}/. {fix}")
         _torchvision_download("CIFAR10", root, fix)
-    splits = []
-    for train in (True, False):
-        try:
-            ds = CIFAR10(str(root), train=train, download=False)
-        except RuntimeError as e:  # torchvision's checksum test failed
-            raise ValueError(f"{root}/cifar-10-batches-py is incomplete or corrupt: {e}") from e
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-        splits.append((images, torch.tensor(ds.targets, dtype=torch.long)))
-    return splits[0], splits[1], ds.classes, CIFAR10_STATS
+    missing = [name for name in _CIFAR10_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is incomplete: {', '.join(missing)} missing. {fix}")
+    train = _cifar10_split(folder, _CIFAR10_FILES[:5])
+    test = _cifar10_split(folder, _CIFAR10_FILES[5:6])
+    names = _cifar10_file(folder / "batches.meta").get("label_names")
+    if not isinstance(names, list) or len(names) != CIFAR10_NUM_CLASSES:
+        raise ValueError(f"{folder / 'batches.meta'} has no {CIFAR10_NUM_CLASSES} label_names")
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return train, test, classes, CIFAR10_STATS
 
 
 def _synthetic(config: DataConfig) -> _Loaded:
@@ -378,7 +436,8 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
     mean, std = IMAGENET_STATS
     normalize = T.Normalize(mean, std)
     eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), normalize])
-    train_tf = T.Compose([_RandomResizedCropFlip(size, config.split_seed), T.ToTensor(), normalize])
+    crop = _RandomResizedCropFlip(size, config.split_seed)
+    train_tf = T.Compose([crop, T.ToTensor(), normalize])
     train_folder = ImageFolder(str(root / "train"), transform=train_tf)
     # Same file list with the eval transform, for the holdout; a shallow copy of the folder
     # avoids re-scanning it (slow for ImageNet's 1.28M files).
@@ -390,7 +449,7 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
     train_idx, holdout_idx = _split(len(train_folder), config)
     test_idx = _seeded_subset(len(test_folder), config.test_subset, config.split_seed)
     return DataBundle(
-        train=Subset(train_folder, train_idx.tolist()),
+        train=KeyedSubset(train_folder, train_idx.tolist(), crop),
         holdout=Subset(eval_folder, holdout_idx.tolist()),
         test=Subset(test_folder, test_idx.tolist()),
         num_classes=len(train_folder.classes),
@@ -402,18 +461,50 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
     )
 
 
+class KeyedSubset(Subset):
+    """A training subset whose random augmentation can be a function of the sample alone.
+
+    An item asked for as ``(index, key)`` is augmented with draws seeded by ``key`` (the trainer
+    derives it from the seed, the epoch and the image), whichever process or DataLoader worker
+    loads it and whenever: a resumed run sees the images of the uninterrupted one. A plain
+    ``index`` draws from the augmentation's own stream, as any ``Subset``.
+    """
+
+    keyed = True
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], crop: _RandomResizedCropFlip):
+        super().__init__(dataset, indices)
+        self.crop = crop
+
+    def __getitem__(self, item):  # type: ignore[override]
+        if not isinstance(item, tuple):
+            return super().__getitem__(item)
+        index, key = item
+        # A worker loads one item at a time, so the key set here is this item's.
+        self.crop.key = key
+        try:
+            return self.dataset[self.indices[index]]
+        finally:
+            self.crop.key = None
+
+    def __getitems__(self, items: list) -> list:  # the DataLoader's batched fetch
+        return [self[item] for item in items]
+
+
 class _RandomResizedCropFlip:
     """``RandomResizedCrop(size)`` + ``RandomHorizontalFlip()`` drawing from its own generator.
 
-    torchvision's transforms use torch's global RNG. Here the main process uses a stream seeded by
-    ``seed``; a DataLoader worker re-seeds from its worker seed (derived from the loader's
-    generator), so forked workers don't replay one another's stream.
+    torchvision's transforms use torch's global RNG. Here an item of a :class:`KeyedSubset` asked
+    for with a key draws from a generator seeded by that key. Otherwise the main process uses a
+    stream seeded by ``seed``, and a DataLoader worker re-seeds from its worker seed (derived from
+    the loader's generator), so forked workers don't replay one another's stream.
     """
 
     log_ratio = (math.log(3 / 4), math.log(4 / 3))
 
     def __init__(self, size: int, seed: int) -> None:
         self.size, self.seed = size, seed
+        self.key: int | None = None
         self._generator: torch.Generator | None = None
         self._stream: int | None = None
 
@@ -423,11 +514,15 @@ class _RandomResizedCropFlip:
     def __call__(self, img: Any) -> Any:
         from torchvision.transforms import functional as TF
 
-        info = get_worker_info()
-        stream = self.seed if info is None else info.seed
-        if self._generator is None or stream != self._stream:
-            self._generator, self._stream = torch.Generator().manual_seed(stream % 2**63), stream
-        g = self._generator
+        if self.key is not None:
+            g = torch.Generator().manual_seed(self.key % 2**63)
+        else:
+            info = get_worker_info()
+            stream = self.seed if info is None else info.seed
+            if self._generator is None or stream != self._stream:
+                self._generator = torch.Generator().manual_seed(stream % 2**63)
+                self._stream = stream
+            g = self._generator
         _, height, width = TF.get_dimensions(img)
         top, left, h, w = 0, 0, height, width  # fallback after 10 misses: the whole image
         for _ in range(10):  # torchvision's rejection sampling, scale (0.08, 1), ratio (3/4, 4/3)

@@ -211,6 +211,64 @@ def test_cifar10_missing(tmp_path):
         load_data(DataConfig(dataset="cifar10", root=str(tmp_path)))
 
 
+def _cifar_tree(root: Path, per_batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-10 "python version" folder in miniature: the real files' names and layout (each
+    image 3072 bytes, the red plane then green then blue, row by row), ``per_batch`` images each.
+    Returns the training images (N, 3, 32, 32) and labels, in file order."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    xs, ys = [], []
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        x = torch.randint(0, 256, (per_batch, 3, 32, 32), generator=g, dtype=torch.uint8)
+        y = torch.randint(0, 10, (per_batch,), generator=g)
+        batch = {b"data": x.reshape(per_batch, -1).numpy(), b"labels": y.tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        if name != "test_batch":
+            xs.append(x)
+            ys.append(y)
+    meta = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_cifar10_reads_the_python_version_without_running_pickled_code(tmp_path):
+    import os
+    import pickle
+
+    x, y = _cifar_tree(tmp_path)
+    bundle = load_data(DataConfig(dataset="cifar10", root=str(tmp_path), holdout_size=3))
+    assert (len(bundle.train), len(bundle.holdout), len(bundle.test)) == (12, 3, 3)
+    assert bundle.class_names == tuple(f"c{i}" for i in range(10))
+    assert (bundle.num_classes, bundle.in_channels, bundle.resolution) == (10, 3, 32)
+    # The training and holdout images are the files' images with their labels, planes kept.
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (bundle.mean, bundle.std))
+    got = set()
+    for dataset in (bundle.train, bundle.holdout):
+        for i in range(len(dataset)):
+            img, label = dataset[i]
+            pixels = ((img * std + mean) * 255).round().to(torch.uint8)
+            got.add((pixels.numpy().tobytes(), int(label)))
+    assert got == {(xi.numpy().tobytes(), int(yi)) for xi, yi in zip(x, y, strict=True)}
+    # A file that names anything but arrays is refused before any of it runs.
+    evil = tmp_path / "evil"
+    _cifar_tree(evil)
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    (evil / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps({b"data": Boom()}))
+    with pytest.raises(ValueError, match=r"data_batch_2 is not a CIFAR-10 batch.*refusing"):
+        load_data(DataConfig(dataset="cifar10", root=str(evil)))
+    assert not (tmp_path / "pwned").exists()
+    (evil / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(ValueError, match="incomplete: test_batch missing"):
+        load_data(DataConfig(dataset="cifar10", root=str(evil / "cifar-10-batches-py")))
+
+
 # ----------------------------------------------------------------------------- ImageFolder
 
 

@@ -4,6 +4,7 @@ recalibration, configs and the CLI's error paths."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -143,6 +144,156 @@ def test_resume_after_interruption_reaches_the_same_weights(finished_run, tmp_pa
     assert steps == list(range(1, len(steps) + 1))
     # A finished run resumed again does nothing.
     train(tiny_config(), run_dir, progress=False, resume=True)
+
+
+def _same_weights(a_dir: Path, b_dir: Path) -> None:
+    a = load_file(str(a_dir / "supernet.safetensors"))
+    b = load_file(str(b_dir / "supernet.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(finished_run, tmp_path):
+    """A real kill, at whatever moment it lands (mid-step, mid-checkpoint), then --resume."""
+    import signal
+    import time
+
+    cfg = _write(tmp_path, TINY)
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "onceforall.cli", "train", str(cfg), "--out", str(run),
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = run / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    try:
+        # Kill once the run is in its third phase (it checkpoints after every step).
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(state.read_text())["phase"] >= 2:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (run / "supernet.safetensors").exists()
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same_weights(finished_run, run)
+    steps = [r["global_step"] for r in _records(run, "train")]
+    assert steps == list(range(1, len(steps) + 1))
+    # Only the last checkpoint's files are left.
+    left = sorted(p.name for p in run.glob("ckpt-*"))
+    current = json.loads(state.read_text())
+    assert left == sorted([current["tensors"], current["weights"]])
+
+
+class _FakeWriter:
+    """Stands in for TensorBoard's SummaryWriter (not installed here): records what it gets."""
+
+    def __init__(self, made: list, log_dir: str, purge_step: int | None = None) -> None:
+        self.purge_step = purge_step
+        self.scalars: list[tuple[str, float, int]] = []
+        made.append(self)
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.append((tag, value, step))
+
+    def close(self) -> None:
+        pass
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(finished_run, tmp_path, monkeypatch):
+    """No checkpoint yet: --resume starts over, and neither metrics.jsonl (a record torn by the
+    kill included) nor TensorBoard keeps the dead run's steps twice."""
+    import types
+
+    made: list[_FakeWriter] = []
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = functools.partial(_FakeWriter, made)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    config = tiny_config(checkpoint_minutes=60.0)  # no mid-epoch checkpoint in the first steps
+    run = tmp_path / "early"
+    with pytest.raises(TrainInterrupted):
+        train(config, run, progress=False, stop_after_steps=2)
+    assert not (run / "checkpoint.json").exists()
+    assert [r["global_step"] for r in _records(run, "train")] == [1, 2]
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "global_ste')  # torn by the kill: no newline
+    train(config, run, progress=False, resume=True)
+    # The same training as a run checkpointing every step: checkpoints change nothing.
+    _same_weights(finished_run, run)
+    steps = [r["global_step"] for r in _records(run, "train")]
+    assert steps == list(range(1, len(steps) + 1))
+    first, second = made
+    assert first.purge_step is None and second.purge_step == 1  # all the dead run's steps
+    assert {tag for tag, _, _ in first.scalars} >= {"train/loss", "train/lr"}
+    assert [step for tag, _, step in second.scalars if tag == "train/loss"] == steps
+
+
+def test_checkpoints_leave_only_their_own_files(tmp_path):
+    from onceforall.training.checkpoint import load_state, save_checkpoint
+
+    net = torch.nn.Linear(2, 2)
+    # A kill between a checkpoint's files and its checkpoint.json leaves files no JSON names.
+    (tmp_path / "ckpt-00000007.safetensors").write_bytes(b"partial")
+    save_checkpoint(tmp_path, {"global_step": 5}, net, {"rng": torch.get_rng_state()})
+    save_checkpoint(tmp_path, {"global_step": 9}, net, {"rng": torch.get_rng_state()})
+    state, extra = load_state(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == [
+        "ckpt-00000009.pt", "ckpt-00000009.safetensors"]  # fmt: skip
+    assert state["global_step"] == 9 and torch.equal(extra["rng"], torch.get_rng_state())
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_timed_checkpoints_are_decided_alike_on_every_rank(monkeypatch):
+    from onceforall.training import trainer
+
+    clock = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
+    one = trainer._Env(rank=0, world=1, device=torch.device("cpu"))
+    every_step = tiny_config(checkpoint_minutes=0.0)
+    assert trainer._checkpoint_due(one, every_step, gstep=1, last_ckpt=clock[0])
+    timed = tiny_config(checkpoint_minutes=1.0, log_every=10)
+    assert not trainer._checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 59)
+    assert trainer._checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 61)
+    # Under DDP the clock is read only at the steps every rank logs, so that no rank reaches a
+    # checkpoint's barrier alone (the two-process DDP test runs the collective itself).
+    two = trainer._Env(rank=0, world=2, device=torch.device("cpu"))
+    assert not trainer._checkpoint_due(two, timed, gstep=3, last_ckpt=clock[0] - 61)
+
+
+@pytest.mark.slow
+def test_imagefolder_training_resumes_to_the_same_weights(tmp_path):
+    """Per-image augmentation keyed by (seed, epoch, image) and a DataLoader that leaves torch's
+    global RNG alone (dropout draws from it): an interrupted run, resumed mid-epoch, trains on
+    the same crops with the same dropout masks as an uninterrupted one, with workers or without."""
+    from tests.test_data import _image_tree
+
+    _image_tree(tmp_path / "images")
+    data = {"dataset": "imagefolder", "root": str(tmp_path / "images"), "image_size": 16,
+            "holdout_size": 2}  # fmt: skip
+    schedule = {"kind": "progressive", "phases": [
+        {"name": "full", "largest_only": True, "epochs": 2, "lr": 0.05, "distill": False},
+        {"name": "kernel", "expand_ratios": [6], "depths": [4], "epochs": 1, "lr": 0.02},
+    ]}  # fmt: skip
+    for workers in (0, 1):
+        config = tiny_config(**{"data": {**data, "num_workers": workers}, "batch_size": 2,
+                                "model.dropout": 0.2, "model.resolutions": [16],
+                                "schedule": schedule, "bn_calibration_images": 2,
+                                "eval_batch_size": 2})  # fmt: skip
+        whole, cut = tmp_path / f"whole{workers}", tmp_path / f"cut{workers}"
+        train(config, whole, progress=False)
+        with pytest.raises(TrainInterrupted):
+            train(config, cut, progress=False, stop_after_steps=4)  # mid-epoch 2 of 3 steps
+        train(config, cut, progress=False, resume=True)
+        _same_weights(whole, cut)
 
 
 def test_sandwich_schedule_trains_largest_smallest_and_random():
@@ -396,6 +547,16 @@ def test_bn_recalibration_repairs_miscalibrated_statistics(finished_run):
     repaired = accuracy(sub, data.holdout, arch.resolution)
     assert repaired == pytest.approx(good)
     assert repaired > bad
+    # Extraction recalibrates on request: the same statistics, the supernet's left alone.
+    supernet_stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    asked = net.extract(arch, calibration=batches(data.holdout, 64), num_batches=1)
+    by_hand = ofa.recalibrate_bn(net.extract(arch), arch, batches(data.holdout, 64), 1)
+    for (k, a), b in zip(asked.state_dict().items(), by_hand.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert not asked.training
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in supernet_stats.items())
+    key = next(k for k in asked.state_dict() if k.endswith("running_mean"))
+    assert not torch.equal(asked.state_dict()[key], net.extract(arch).state_dict()[key])
     # On the supernet itself too: it sets the arch active and leaves it in eval mode.
     ofa.recalibrate_bn(net, arch, batches(data.holdout, 64))
     assert net.active_arch == arch and not net.training
@@ -436,6 +597,16 @@ def _existing_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
         (lambda d: d["data"].update(dataset="imagenet"), "data.dataset"),
         (lambda d: d["model"].update(family="nope"), "model.family"),
         (lambda d: d["schedule"]["phases"].reverse(), "bad phase order"),
+        (
+            lambda d: d["schedule"].update(
+                phases=[
+                    d["schedule"]["phases"][0],
+                    {"name": "depth", "kernel_sizes": [7], "expand_ratios": [6], "depths": [3, 4]},
+                    {"name": "kernel", "expand_ratios": [6], "depths": [3, 4]},
+                ]
+            ),
+            "opens kernel_sizes=(3, 5, 7) after depths became elastic",
+        ),
         (lambda d: d["schedule"]["phases"][1].update(kernel_sizes=[4]), "kernel_sizes"),
         (lambda d: d["data"].update(dataset="imagefolder", root="/nonexistent"), "/nonexistent"),
         (lambda d: d.update(batch_size="big"), "batch_size"),
@@ -488,7 +659,8 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_run, tmp_path):
-    cfg = _write(tmp_path, TINY)
+    # Timed checkpoints, due about every other step: the ranks must agree on each one.
+    cfg = _write(tmp_path, {**TINY, "checkpoint_minutes": 0.001})
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -149,18 +150,30 @@ class Supernet(nn.Module):
         return self.space.validate(arch)
 
     @torch.no_grad()
-    def extract(self, arch: ArchConfig | str | None = None) -> StaticNet:
+    def extract(
+        self,
+        arch: ArchConfig | str | None = None,
+        *,
+        calibration: Iterable | None = None,
+        num_batches: int | None = None,
+    ) -> StaticNet:
         """A standalone network of standard ``torch.nn`` layers equal to this supernet at ``arch``
         (the active one by default): weights are copied, nothing refers back to the supernet.
         It comes in eval mode, ready to run or export; call ``.train()`` to fine-tune it.
 
-        Batch-norm statistics are copied as they are; recalibrate them on data first for a subnet
-        that was not the last one trained (see ``onceforall.recalibrate_bn``).
+        Batch-norm statistics are copied as they are, the training mix of many subnets. On
+        request they are recalibrated for this subnet: ``calibration`` yields batches of images
+        (or ``(images, labels)``; a fixed holdout slice), of which the first ``num_batches`` (all
+        by default) are resized to the arch's resolution and run through the extracted subnet
+        (``onceforall.recalibrate_bn``); the supernet itself is left as it was.
         """
         arch = self._resolve(arch)
-        net = self._extract(arch)
-        device = next(self.parameters()).device
-        return net.to(device).eval()
+        net = self._extract(arch).to(next(self.parameters()).device)
+        if calibration is not None:
+            from onceforall.training.bn import recalibrate_bn
+
+            recalibrate_bn(net, arch, calibration, num_batches)
+        return net.eval()
 
     def _cached_cost(self, arch: ArchConfig | str | None) -> tuple[int, int]:
         # Only validated archs enter the cache, so a hit needs no validation: searches ask for

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
+from onceforall.files import atomic_write
 from onceforall.supernets import Supernet, create_supernet
 
 __all__ = [
@@ -42,27 +41,6 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 
 
-def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
-
-
 def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
     """Atomically write a module's state dict (parameters and buffers) as safetensors."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -83,22 +61,22 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint: supernet weights, ``extra`` tensors (optimizer, RNG) and the JSON state.
 
-    ``state`` is updated with the names of the new files. Files of the previous checkpoint are
-    removed only after the new ``checkpoint.json`` is in place.
+    ``state`` is updated with the names of the new files. Files of earlier checkpoints are removed
+    only after the new ``checkpoint.json`` is in place.
     """
     tag = f"{state['global_step']:08d}"
     weights, tensors = f"ckpt-{tag}.safetensors", f"ckpt-{tag}.pt"
-    old = _read_json(run_dir / STATE_FILE)
     save_weights(net, run_dir / weights)
     buf = io.BytesIO()
     torch.save(extra, buf)
     atomic_write(run_dir / tensors, buf.getvalue())
     state = {**state, "weights": weights, "tensors": tensors}
     atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1).encode())
-    if old:
-        for key in ("weights", "tensors"):
-            if old.get(key) and old[key] != state[key]:
-                (run_dir / old[key]).unlink(missing_ok=True)
+    # Every other checkpoint file goes: the previous checkpoint's, and any a process killed
+    # between writing its files and its checkpoint.json left behind (no JSON names them).
+    for path in run_dir.glob("ckpt-*"):
+        if path.name not in (weights, tensors):
+            path.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -212,12 +190,14 @@ def append_metrics(run_dir: Path, record: dict, writer: Any = None) -> None:
 
 
 def truncate_metrics(run_dir: Path, global_step: int) -> None:
-    """Drop metric records written after the checkpoint a run resumes from: those steps run again,
-    and the log must read as one uninterrupted run."""
+    """Drop metric records written after the checkpoint a run resumes from (``global_step`` 0:
+    a run killed before its first checkpoint, all of them): those steps run again, and the log
+    must read as one uninterrupted run."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    keep = [line for line in lines if json.loads(line).get("global_step", 0) <= global_step]
+    whole = lines[:-1] if lines and not lines[-1].endswith("\n") else lines  # torn by the kill
+    keep = [line for line in whole if json.loads(line).get("global_step", 0) <= global_step]
     if len(keep) != len(lines):
         atomic_write(path, "".join(keep).encode())

@@ -48,12 +48,39 @@ def _phase_space(full: SearchSpace, p: PhaseConfig) -> SearchSpace:
         raise ValueError(f"phase {p.name!r}: {exc}") from exc
 
 
+# The paper's order of opening the elastic dimensions (an elastic stem opens with depth, as in
+# OFA-ResNet): a phase may open several at once, but none before one that is already elastic.
+_OPENING_ORDER = {
+    "kernel_sizes": 0,
+    "depths": 1,
+    "stem_depths": 1,
+    "expand_ratios": 2,
+    "width_mults": 3,
+}
+
+
+def _check_opening_order(i: int, name: str, prev: SearchSpace, space: SearchSpace) -> None:
+    opened = [d for d in _DIMS if set(getattr(space, d)) > set(getattr(prev, d))]
+    elastic = [d for d in _DIMS if len(getattr(prev, d)) > 1]
+    if not opened or not elastic:
+        return
+    first = min(opened, key=_OPENING_ORDER.__getitem__)
+    latest = max(elastic, key=_OPENING_ORDER.__getitem__)
+    if _OPENING_ORDER[first] < _OPENING_ORDER[latest]:
+        raise ValueError(
+            f"bad phase order: phase {i} ({name}) opens {first}={getattr(space, first)} after "
+            f"{latest} became elastic; progressive shrinking opens kernel sizes, then depths, "
+            "then expand ratios, then widths (reorder the phases, or use schedule.kind=sandwich)"
+        )
+
+
 def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
     """Turn the schedule into :class:`Phase` objects over the supernet's space ``full``.
 
     For ``progressive`` schedules, checks the paper's order: the first phase trains the full
-    network, and every later phase keeps all choices of the one before (it only adds kernel
-    sizes, then depths, then expand ratios, then widths, where the family has them). Kernel
+    network, and every later phase keeps all choices of the one before and only adds kernel
+    sizes, then depths, then expand ratios, then widths, where the family has them (none opens
+    after a later one is elastic). Kernel
     transformation matrices train only in phases with elastic kernel sizes until depth or width
     become elastic (then they are frozen), and channels are re-sorted by importance before each
     phase that opens new expand ratios or width multipliers.
@@ -80,6 +107,7 @@ def resolve_phases(config: TrainConfig, full: SearchSpace) -> list[Phase]:
                             f"{getattr(prev, dim)}; progressive shrinking only adds choices "
                             "(full network, then kernel, then depth, then expand, then width)"
                         )
+                _check_opening_order(i, p.name, prev, space)
         width_elastic = any(len(getattr(space, dim)) > 1 for dim in _DIMS[1:])
         train_tf = p.train_kernel_transforms
         if train_tf is None:  # the paper: learned in the kernel phase, frozen afterwards

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from onceforall.config import TrainConfig
 from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
+from onceforall.files import atomic_write
 from onceforall.supernets import Supernet, create_supernet
 from onceforall.training.bn import accuracy, batches, evaluate_subnet, recalibrated_subnet
 from onceforall.training.checkpoint import (
@@ -93,6 +94,28 @@ def _barrier(env: _Env) -> None:
         dist.barrier()
 
 
+def _checkpoint_due(env: _Env, config: TrainConfig, gstep: int, last_ckpt: float) -> bool:
+    """Whether a mid-epoch checkpoint is due after step ``gstep``: every step when
+    ``checkpoint_minutes`` is 0, else once that many minutes have passed since the last one.
+
+    Every DDP rank must decide alike, since a checkpoint ends in a barrier: a rank at the barrier
+    while another runs the next step's collectives would hang or mix them. Each rank's own clock
+    can disagree, so under DDP the clocks are read only every ``log_every`` steps, and the ranks
+    checkpoint when any of them is due (one tiny all-reduce per ``log_every`` steps).
+    """
+    minutes = config.checkpoint_minutes
+    if minutes <= 0:
+        return True
+    due = time.monotonic() - last_ckpt > 60 * minutes
+    if env.world == 1:
+        return due
+    if gstep % config.log_every:
+        return False
+    flag = torch.tensor([float(due)], device=env.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def _param_groups(net: Supernet, weight_decay: float, train_transforms: bool) -> list[dict]:
     for name, p in net.named_parameters():
         p.requires_grad_(train_transforms or ".transforms." not in name)
@@ -109,7 +132,12 @@ def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.o
 
 class _Batches:
     """One epoch of training batches for one rank: order from ``(seed, epoch)``, resumable at
-    any step without reading the skipped batches."""
+    any step without reading the skipped batches.
+
+    Nothing here draws from torch's global RNG (a resumed run would draw at another point than
+    the uninterrupted one): the DataLoader gets its own generator, and a dataset that augments
+    per image (``KeyedSubset``) gets each image's key from ``(seed, epoch, image)``.
+    """
 
     def __init__(self, data: DataBundle, config: TrainConfig, env: _Env, epoch: int) -> None:
         from torch.utils.data import DistributedSampler
@@ -122,6 +150,7 @@ class _Batches:
         self.indices = list(sampler)
         self.dataset = data.train
         self.num_workers = config.data.num_workers
+        self.seed, self.epoch = config.seed, epoch
 
     def __len__(self) -> int:
         return len(self.indices) // self.per_rank
@@ -136,11 +165,17 @@ class _Batches:
         if fast is not None and self.num_workers == 0:
             yield from (fast(c) for c in chunks)
             return
+        if getattr(self.dataset, "keyed", False):
+            chunks = [
+                [(i, step_generator(self.seed, 2, self.epoch, i).initial_seed()) for i in chunk]
+                for chunk in chunks
+            ]
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=chunks,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
+            generator=step_generator(self.seed, 3, self.epoch, start),
         )
         yield from loader
 
@@ -170,14 +205,14 @@ def _teacher(
     return load_teacher(net, path)
 
 
-def _tensorboard(run_dir: Path, env: _Env) -> Any:
+def _tensorboard(run_dir: Path, env: _Env, purge_step: int | None) -> Any:
     if not env.main:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
 
 def train(
@@ -239,8 +274,12 @@ def train(
         state, extra = loaded
         load_weights(net, run_dir / state["weights"])
         torch.set_rng_state(extra["rng"])
-        if env.main and not state.get("finished"):
-            truncate_metrics(run_dir, state["global_step"])
+        if "cuda_rng" in extra and env.device.type == "cuda":
+            torch.cuda.set_rng_state(extra["cuda_rng"], env.device)
+    if resume and env.main and not state.get("finished"):
+        # Records past the checkpoint (all of them when the run was killed before its first
+        # one) are of steps that now run again.
+        truncate_metrics(run_dir, state["global_step"])
     if state.get("finished"):
         if env.main:
             print(f"{run_dir} is already finished; nothing to do")
@@ -256,7 +295,10 @@ def train(
         )
     use_amp = config.amp and env.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    writer = _tensorboard(run_dir, env)
+    if extra.get("scaler"):
+        scaler.load_state_dict(extra["scaler"])
+    # On resume TensorBoard drops its events of the steps that run again, as metrics.jsonl does.
+    writer = _tensorboard(run_dir, env, state["global_step"] + 1 if resume else None)
     steps_done = 0
     started = time.monotonic() - float(state.get("elapsed", 0.0))
     last_ckpt = time.monotonic()
@@ -276,9 +318,14 @@ def train(
             global_step=gstep,
             elapsed=time.monotonic() - started,
         )
-        tensors = {"rng": torch.get_rng_state()}
+        tensors: dict[str, Any] = {"rng": torch.get_rng_state()}
+        if env.device.type == "cuda":
+            tensors["cuda_rng"] = torch.cuda.get_rng_state(env.device)
         if optimizer is not None:
             tensors["optimizer"] = optimizer.state_dict()
+        # Mixed precision's loss scale (empty when AMP is off): a resumed run continues with the
+        # scale it had, across phases too.
+        tensors["scaler"] = scaler.state_dict()
         if env.main:
             save_checkpoint(run_dir, state, net, tensors)
         _barrier(env)
@@ -380,10 +427,7 @@ def train(
                             writer,
                         )
                     t_log, imgs_log = now, 0
-                if (
-                    not last_of_epoch
-                    and time.monotonic() - last_ckpt > 60 * config.checkpoint_minutes
-                ):
+                if not last_of_epoch and _checkpoint_due(env, config, gstep, last_ckpt):
                     checkpoint(phase.index, epoch, step + 1, gstep, optimizer)
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
                     bar.close()
@@ -410,7 +454,7 @@ def train(
     # ---- the end: final weights and a summary, then the state says finished
     summary = _summary(net, data, config, env, started)
     if env.main:
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write(run_dir / SUMMARY_FILE, (json.dumps(summary, indent=1) + "\n").encode())
         save_weights(
             net,
             run_dir / SUPERNET_FILE,
