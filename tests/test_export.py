@@ -198,6 +198,50 @@ def test_search_cli_infeasible_budget_fails_at_once(run, capsys):
     assert not (run.path / "accuracy_dataset.jsonl").exists()  # nothing slow ran
 
 
+@pytest.mark.slow
+def test_search_under_torchrun_shares_the_accuracy_dataset(tiny_run, tmp_path):
+    """Two ranks measure the accuracy dataset together (every other subnet each); rank 0 alone
+    searches and prints; the same dataset and answer as one process."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from onceforall.predictors.accuracy_dataset import build_accuracy_dataset
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run = Run.open(run_dir)
+    budget = (run.net.macs(run.net.space.smallest()) + run.net.macs(run.net.space.largest())) // 2
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    args = ["search", str(run_dir), "--macs", str(budget), "--samples", "10", "--top", "1",
+            "--no-measure", "--json"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "onceforall.cli", *args]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)  # one JSON document: rank 0 alone printed
+    assert len(rows) == 1 and rows[0]["macs"] <= budget
+    lines = (run_dir / "accuracy_dataset.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and not list(run_dir.glob("accuracy_dataset.jsonl.rank*"))
+    assert (run_dir / "accuracy_predictor.json").is_file()
+    # Each subnet's accuracy is what one process measures (one thread, like each rank).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = build_accuracy_dataset(run.net, run.data, tmp_path / "alone.jsonl", 10,
+                                       calibration_images=2000)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    shared = {r["arch"]: r["accuracy"] for r in map(json.loads, lines)}
+    assert shared == {str(a): acc for a, acc in zip(alone.archs, alone.accuracies, strict=True)}
+    # In one process, the same answer from the files the ranks wrote.
+    code = subprocess.run([sys.executable, "-m", "onceforall.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert code.returncode == 0, code.stderr[-3000:]
+    assert json.loads(code.stdout)[0]["arch"] == rows[0]["arch"]
+
+
 def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, capsys):
     import shutil
 

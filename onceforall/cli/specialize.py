@@ -42,6 +42,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if v is not None
         },
     )
+    # Exact budgets fail at once (every rank alike under torchrun), before anything is built.
+    spec.constraints(macs=args.macs, params=args.params)
+    if not _share_accuracy_dataset(spec):
+        return 0  # a torchrun rank other than 0: its share of the accuracy dataset is measured
     constraints = spec.constraints(latency_ms=args.latency_ms, macs=args.macs, params=args.params)
     if args.pareto:
         front = spec.pareto(constraints, objective=args.objective, seed=args.seed)
@@ -81,6 +85,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"{front.seconds:.2f} s); plot: {plot}"
         )
     return 0
+
+
+def _share_accuracy_dataset(spec) -> bool:
+    """Under torchrun (``WORLD_SIZE`` > 1) the ranks measure the accuracy dataset together, each
+    its share of the subnets, and rank 0 alone goes on (the latency table is timed by one
+    process, on a quiet machine). Returns whether this process goes on."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # barriers only; each rank evaluates on its own device
+    try:
+        spec.predictor  # noqa: B018 - every rank measures its share; all wait for the whole
+        return dist.get_rank() == 0
+    finally:
+        dist.destroy_process_group()
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -151,7 +174,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "search",
         help="specialize a trained run for budgets (latency, MACs, params) or a Pareto front",
         description="Builds what is missing (accuracy dataset and predictor, this machine's "
-        "latency table for --backend), searches, then measures the chosen subnets.",
+        "latency table for --backend), searches, then measures the chosen subnets. Under "
+        "`torchrun --nproc_per_node=N -m onceforall.cli search ...` the N processes share the "
+        "accuracy dataset's evaluations and rank 0 does the rest.",
     )
     se.add_argument("run_dir", help="a finished run directory (onceforall train --out)")
     se.add_argument("--latency-ms", type=float, help="latency budget on --backend, in ms")
