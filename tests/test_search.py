@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -215,6 +216,19 @@ def test_check_feasible_combined_and_non_monotone():
         check_feasible(TINY, [budget], num_samples=0)  # the smallest arch alone misses them
     anchor = check_feasible(TINY, [budget])
     assert budget([anchor])[0] <= budget.limit
+
+    # A cost whose resolutions are out of order (as a noisy latency table's per-resolution
+    # offsets can be): the smallest arch at the cheaper resolution is the true minimum.
+    def swapped(archs):
+        return np.array([_toy_cost([a])[0] * (0.5 if a.resolution == 28 else 1.0) for a in archs])
+
+    small28 = dataclasses.replace(TINY.smallest(), resolution=28)
+    low = swapped([small28])[0]
+    assert low < swapped([TINY.smallest()])[0]
+    with pytest.raises(InfeasibleConstraint) as info:
+        check_feasible(TINY, [Cost("swapped", swapped).at_most(low * 0.99)], num_samples=0)
+    assert info.value.smallest == low and info.value.arch == small28
+    assert check_feasible(TINY, [Cost("swapped", swapped).at_most(low)], num_samples=0) == small28
     result = evolutionary_search(TINY, _linear_accuracy(TINY), [budget], generations=3)
     assert (budget([c.arch for c in result.top]) <= budget.limit).all()
 

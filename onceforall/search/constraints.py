@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -243,8 +243,10 @@ def check_feasible(
 
     Every cost of these families (MACs, parameters, latency) is monotone in every choice (depth,
     kernel, expand, width, resolution), so ``space.smallest()`` attains the minimum of all of them
-    at once. Measured latency is noisy and a user's cost may not be monotone, so the minimum over
-    a small seeded random sample is taken too: a cheap net that costs one batch call per cost.
+    at once. Measured latency is noisy and a user's cost may not be monotone, so the smallest
+    arch at every other resolution (a latency table fits an offset per resolution, which a noisy
+    build can leave out of order) and a small seeded random sample are probed too: a cheap net
+    that costs one batch call per cost.
 
     Args:
         space: the space to search.
@@ -265,7 +267,9 @@ def check_feasible(
     if not constraints:
         return smallest
     g = as_generator(seed)
-    probes = list(dict.fromkeys([smallest] + [space.sample(g) for _ in range(num_samples)]))
+    at_each_resolution = [replace(smallest, resolution=r) for r in space.resolutions]
+    samples = [space.sample(g) for _ in range(num_samples)]
+    probes = list(dict.fromkeys([smallest, *at_each_resolution, *samples]))
     values = np.stack([c(probes) for c in constraints], axis=1)  # (n_probes, n_constraints)
     limits = np.array([c.limit for c in constraints])
     for j, c in enumerate(constraints):
