@@ -214,6 +214,17 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(finished_run, tmp_pa
     kill included) nor TensorBoard keeps the dead run's steps twice."""
     import types
 
+    # Channels are re-sorted at the start of each phase that opens expand ratios (two in TINY).
+    from onceforall.supernets.mbconvnet import MBConvSupernet
+
+    sorts: list[int] = []
+    sort = MBConvSupernet.sort_channels
+
+    def counted(net) -> None:
+        sorts.append(1)
+        sort(net)
+
+    monkeypatch.setattr(MBConvSupernet, "sort_channels", counted)
     made: list[_FakeWriter] = []
     fake = types.ModuleType("torch.utils.tensorboard")
     fake.SummaryWriter = functools.partial(_FakeWriter, made)
@@ -231,6 +242,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(finished_run, tmp_pa
     _same_weights(finished_run, run)
     steps = [r["global_step"] for r in _records(run, "train")]
     assert steps == list(range(1, len(steps) + 1))
+    assert len(sorts) == 2
     first, second = made
     assert first.purge_step is None and second.purge_step == 1  # all the dead run's steps
     assert {tag for tag, _, _ in first.scalars} >= {"train/loss", "train/lr"}
