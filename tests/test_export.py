@@ -331,7 +331,16 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
         )
         == 0
     )
-    assert plot.stat().st_size > 0 and "Pareto front" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "Pareto front" in out
+    # The printed table: a header with every pick column, one row per measured front arch.
+    from onceforall.cli.common import PICK_COLUMNS
+
+    header = next(line for line in out.splitlines() if "pred acc %" in line)
+    assert all(title in header for _, title, _ in PICK_COLUMNS)
+    assert sum(line.lstrip().startswith("front ") for line in out.splitlines()) == 3
+    metrics = json.loads((run_dir / "accuracy_predictor.json").read_text())["metrics"]
+    assert f"RMSE {metrics['rmse']:.2f} pp, Kendall tau {metrics['kendall_tau']:.2f}" in out
 
 
 # ----------------------------------------------------------------------------- onceforall latency

@@ -69,6 +69,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     where = f"{args.backend} on {args.device}" if args.device else args.backend
     print(f"run {run.path} | backend {where} | budget: {budget}")
     print_table(rows, PICK_COLUMNS)
+    quality = _predictor_quality(spec.predictor)
+    if quality:
+        print(quality)
     drift = rows[0]["latency_drift"] if rows else None
     if drift is not None:
         rebuild = f"onceforall latency build {run.path} --backend {args.backend} --force"
@@ -85,6 +88,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"{front.seconds:.2f} s); plot: {plot}"
         )
     return 0
+
+
+def _predictor_quality(pred) -> str:
+    """How well the accuracy predictor ranks subnets it was not fit on ('' when it has no
+    held-out metrics: fit on everything, or imported)."""
+    m = pred.metrics
+    if not m.get("n_test"):
+        return ""
+    return (
+        f"accuracy predictor: RMSE {m['rmse']:.2f} pp, Kendall tau {m['kendall_tau']:.2f} on "
+        f"{m['n_test']} held-out subnets (fit on {m['n_train']}); predicted accuracy is the "
+        "measured one for the accuracy dataset's subnets"
+    )
 
 
 def _share_accuracy_dataset(spec) -> bool:
