@@ -128,18 +128,37 @@ def test_export_errors_name_the_problem(run, tmp_path, capsys):
     assert code == 2 and "not a onceforall run directory" in capsys.readouterr().err
 
 
-def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys):
+def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys, monkeypatch):
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     run = Run.open(run_dir)
     arch = run.net.space.smallest()
-    rec = finetune(run, arch, epochs=0.7, lr=0.01, progress=False)
+    # The full network is the teacher: every step asks it for targets.
+    targets = []
+    make_teacher = Run.teacher
+
+    def counted_teacher(self):
+        teacher = make_teacher(self)
+        teacher.register_forward_hook(lambda m, i, out: targets.append(out.shape))
+        return teacher
+
+    monkeypatch.setattr(Run, "teacher", counted_teacher)
+    argv = ["finetune", str(run_dir), "--arch", str(arch), "--epochs", "0.7", "--no-progress"]
+    assert cli_main(argv) == 0
+    assert "distilled from the full network, kd_ratio 1" in capsys.readouterr().out
+    assert len(targets) == 2  # 0.7 of 3 steps per epoch
     path = finetuned_path(run, arch)
+    rec = json.loads(path.with_suffix(".json").read_text())
     assert rec["path"] == str(path) and path.is_file()
-    assert json.loads(path.with_suffix(".json").read_text())["arch"] == str(arch)
+    assert rec["arch"] == str(arch) and rec["kd_ratio"] == 1.0
     assert {"holdout_before", "holdout_after"} <= set(rec)
+    # kd_ratio 0: labels alone, no teacher built.
+    alone = finetune(run, _arch(run), epochs=0.7, kd_ratio=0.0, progress=False)
+    assert alone["kd_ratio"] == 0.0 and len(targets) == 2
+    with pytest.raises(ValueError, match="kd_ratio=-1"):
+        finetune(run, arch, kd_ratio=-1.0, force=True, progress=False)
     with pytest.raises(FileExistsError, match="--force"):
         finetune(run, arch, epochs=0.2, progress=False)
     # The fine-tuned weights differ from the supernet's and are what --finetuned exports.

@@ -172,12 +172,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         args.arch,
         epochs=args.epochs,
         lr=args.lr,
+        kd_ratio=args.kd_ratio,
         seed=args.seed,
         force=args.force,
         progress=not args.no_progress,
     )
+    teacher = f"distilled from the full network, kd_ratio {rec['kd_ratio']:g}"
     print(
-        f"fine-tuned in {rec['seconds']:.0f} s: holdout {rec['holdout_before']:.2f}% -> "
+        f"fine-tuned in {rec['seconds']:.0f} s "
+        f"({teacher if rec['kd_ratio'] > 0 else 'labels alone'}): "
+        f"holdout {rec['holdout_before']:.2f}% -> "
         f"{rec['holdout_after']:.2f}%; weights {rec['path']} "
         f"(export with --finetuned)"
     )
@@ -256,6 +260,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--arch", required=True)
     ft.add_argument("--epochs", type=float, default=1.0)
     ft.add_argument("--lr", type=float, default=0.01)
+    ft.add_argument(
+        "--kd-ratio",
+        type=float,
+        help="weight of the distillation from the full network (default: the run's, or 1.0 "
+        "when it trained without; 0: labels alone)",
+    )
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--force", action="store_true", help="redo an existing fine-tune")
     ft.add_argument("--no-progress", action="store_true")

@@ -45,11 +45,13 @@ def finetune(
     epochs: float = 1.0,
     lr: float = 0.01,
     batch_size: int | None = None,
+    kd_ratio: float | None = None,
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the subnet at ``arch`` and save it; returns a record of before/after accuracy.
+    """Fine-tune the subnet at ``arch`` with the full network as teacher and save it; returns a
+    record of before/after accuracy.
 
     Args:
         run: the trained run.
@@ -57,13 +59,16 @@ def finetune(
         epochs: passes over the training split (fractions allowed).
         lr: peak learning rate (cosine decay, 5% warm-up), SGD with the run's optimizer settings.
         batch_size: default the run's.
+        kd_ratio: weight of the distillation from the full network (the run's frozen teacher);
+            default the run's, or 1.0 (the paper's) when the run trained without distillation.
+            0 fine-tunes on labels alone.
         seed: data order and augmentation.
         force: overwrite an existing fine-tuned copy of this arch.
         progress: show a progress bar.
 
     Returns:
-        ``{"arch", "path", "epochs", "lr", "holdout_before", "holdout_after", "seconds"}``;
-        also written as JSON beside the weights.
+        ``{"arch", "path", "epochs", "lr", "kd_ratio", "holdout_before", "holdout_after",
+        "seconds"}``; also written as JSON beside the weights.
 
     Raises:
         FileExistsError: this arch was fine-tuned already and ``force`` is not set.
@@ -72,6 +77,10 @@ def finetune(
     arch = run.parse(arch)
     if epochs <= 0 or lr <= 0:
         raise ValueError(f"epochs={epochs} and lr={lr} must be positive")
+    if kd_ratio is None:
+        kd_ratio = run.config.distill.kd_ratio or 1.0
+    if kd_ratio < 0:
+        raise ValueError(f"kd_ratio={kd_ratio} must be >= 0")
     path = finetuned_path(run, arch)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (arch fine-tuned before); pass --force to redo it")
@@ -79,7 +88,7 @@ def finetune(
     batch_size = batch_size or config.batch_size
     started = time.monotonic()
     model = run.subnet(arch)
-    teacher = run.teacher() if config.distill.kd_ratio > 0 else None
+    teacher = run.teacher() if kd_ratio > 0 else None
     before = run.accuracy(model, arch, "holdout")
 
     train_subnet_loop(
@@ -90,6 +99,7 @@ def finetune(
         lr=lr,
         batch_size=batch_size,
         teacher=teacher,
+        kd_ratio=kd_ratio,
         seed=seed,
         progress=progress,
         desc=f"finetune {arch.resolution}px",
@@ -104,6 +114,7 @@ def finetune(
         "path": str(path),
         "epochs": epochs,
         "lr": lr,
+        "kd_ratio": kd_ratio,
         "holdout_before": before,
         "holdout_after": after,
         "seconds": time.monotonic() - started,
@@ -140,6 +151,7 @@ def train_subnet_loop(
     lr: float,
     batch_size: int | None = None,
     teacher: torch.nn.Module | None = None,
+    kd_ratio: float | None = None,
     warmup_fraction: float = 0.05,
     seed: int = 0,
     progress: bool = False,
@@ -150,7 +162,8 @@ def train_subnet_loop(
     The one loop behind fine-tuning (from the supernet's weights, with the full network as
     teacher) and the benchmarks' training from scratch (fresh weights, ``teacher=None``): SGD
     with the run's optimizer settings, cosine learning rate with ``warmup_fraction`` of linear
-    warm-up, the run's augmentation and label smoothing, distillation when a teacher is given.
+    warm-up, the run's augmentation and label smoothing, distillation when a teacher is given
+    (weighted by ``kd_ratio``, default the run's).
     Batch-norm statistics are left as training made them (recalibrate afterwards if wanted).
 
     Args:
@@ -210,7 +223,7 @@ def train_subnet_loop(
                     model(x),
                     y,
                     target,
-                    kd_ratio=config.distill.kd_ratio,
+                    kd_ratio=config.distill.kd_ratio if kd_ratio is None else kd_ratio,
                     label_smoothing=opt.label_smoothing,
                     temperature=config.distill.temperature,
                 )
