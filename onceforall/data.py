@@ -36,6 +36,7 @@ __all__ = [
     "data_shape",
     "load_data",
     "make_loader",
+    "preprocessing",
     "resize_batch",
 ]
 
@@ -435,7 +436,7 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
     size = config.image_size or 224
     mean, std = IMAGENET_STATS
     normalize = T.Normalize(mean, std)
-    eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), normalize])
+    eval_tf = T.Compose([T.Resize(_eval_resize(size)), T.CenterCrop(size), T.ToTensor(), normalize])
     crop = _RandomResizedCropFlip(size, config.split_seed)
     train_tf = T.Compose([crop, T.ToTensor(), normalize])
     train_folder = ImageFolder(str(root / "train"), transform=train_tf)
@@ -489,6 +490,43 @@ class KeyedSubset(Subset):
 
     def __getitems__(self, items: list) -> list:  # the DataLoader's batched fetch
         return [self[item] for item in items]
+
+
+def _eval_resize(size: int) -> int:
+    """The shorter side an ImageFolder image is resized to before its centre ``size`` crop (the
+    usual ImageNet evaluation: crop ratio 0.875)."""
+    return int(size / 0.875)
+
+
+def preprocessing(config: DataConfig, data: DataBundle, resolution: int) -> list[dict[str, Any]]:
+    """The exact steps that turn an image of ``config``'s dataset into a model input at
+    ``resolution``, as evaluation runs them: what a model card states, so a deployment feeds the
+    exported model what it was measured on.
+
+    Resizing and normalizing commute here (bilinear weights sum to one, normalization is affine
+    per channel), so the order of those two steps is free.
+    """
+    steps: list[dict[str, Any]] = []
+    native = data.resolution
+    if config.dataset == "imagefolder":
+        steps += [
+            {"op": "decode", "mode": "RGB"},
+            {"op": "resize_shorter_side", "size": _eval_resize(native), "interpolation":
+             "bilinear", "antialias": True, "library": "PIL (torchvision.transforms.Resize)"},
+            {"op": "center_crop", "size": native},
+        ]  # fmt: skip
+    steps.append({"op": "scale", "factor": 1 / 255, "note": "uint8 pixels to [0, 1]"})
+    if resolution != native:
+        steps.append(
+            {"op": "resize", "size": [resolution, resolution], "interpolation": "bilinear",
+             "align_corners": False, "antialias": resolution < native,
+             "library": "torch.nn.functional.interpolate", "from": [native, native]}
+        )  # fmt: skip
+    steps += [
+        {"op": "normalize", "mean": list(data.mean), "std": list(data.std)},
+        {"op": "layout", "value": "NCHW", "dtype": "float32", "channels": data.in_channels},
+    ]
+    return steps
 
 
 class _RandomResizedCropFlip:

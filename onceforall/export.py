@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from onceforall.data import preprocessing
+
 if TYPE_CHECKING:
     from onceforall.run import Run
 
@@ -151,10 +153,10 @@ def export_subnet(
         "in_channels": data.in_channels,
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
-        # The exact preprocessing: pixels scaled to [0, 1], resized (bilinear, antialiased) to
-        # resolution x resolution, then (x - mean) / std per channel; NCHW float32 input.
         "mean": list(data.mean),
         "std": list(data.std),
+        # Every step from an image file or array to this input, with its parameters.
+        "preprocessing": preprocessing(run.config.data, data, arch.resolution),
         "input_name": "input",
         "output_name": "logits",
         "test_accuracy": run.accuracy(model, arch, "test"),

@@ -139,3 +139,38 @@ def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), run_dir, progress=False)
     return run_dir
+
+
+# ----------------------------------------------------------------------------- model cards
+
+
+def apply_preprocessing(steps: list[dict], image) -> torch.Tensor:
+    """Run a model card's ``preprocessing`` steps as a deployment would, on a PIL image (files)
+    or a ``C×H×W`` uint8 tensor (in-memory datasets); returns the ``1×C×R×R`` model input."""
+    import torch.nn.functional as F
+    from torchvision.transforms import functional as TF
+
+    x = image
+    for step in steps:
+        op = step["op"]
+        if op == "decode":
+            x = x.convert(step["mode"])
+        elif op == "resize_shorter_side":
+            x = TF.resize(x, step["size"], antialias=step["antialias"])
+        elif op == "center_crop":
+            x = TF.center_crop(x, step["size"])
+        elif op == "scale":
+            x = TF.pil_to_tensor(x) if not isinstance(x, torch.Tensor) else x
+            x = x.float() * step["factor"]
+        elif op == "resize":
+            x = F.interpolate(x[None], size=step["size"], mode=step["interpolation"],
+                              align_corners=step["align_corners"],
+                              antialias=step["antialias"])[0]  # fmt: skip
+        elif op == "normalize":
+            x = TF.normalize(x, step["mean"], step["std"])
+        elif op == "layout":
+            assert step["value"] == "NCHW" and x.shape[0] == step["channels"]
+            x = x[None].to(getattr(torch, step["dtype"]))
+        else:
+            raise AssertionError(f"unknown preprocessing step {op!r}")
+    return x

@@ -314,6 +314,24 @@ def test_imagefolder(tmp_path):
     assert all(torch.equal(a, replay.train[0][0]) for a in draws)  # one draw per call, in order
 
 
+def test_imagefolder_card_preprocessing_reproduces_the_evaluated_input(tmp_path):
+    from PIL import Image
+
+    from onceforall.data import preprocessing
+    from tests.conftest import apply_preprocessing
+
+    _image_tree(tmp_path)
+    config = DataConfig(dataset="imagefolder", root=str(tmp_path), image_size=32, holdout_size=2)
+    bundle = load_data(config)
+    path, _ = bundle.holdout.dataset.samples[bundle.holdout.indices[0]]
+    for resolution in (24, 32):
+        steps = preprocessing(config, bundle, resolution)
+        assert [s["op"] for s in steps][:3] == ["decode", "resize_shorter_side", "center_crop"]
+        evaluated = resize_batch(bundle.holdout[0][0][None], resolution)
+        deployed = apply_preprocessing(steps, Image.open(path))
+        torch.testing.assert_close(deployed, evaluated, atol=1e-5, rtol=0)
+
+
 def test_data_shape_without_loading(tmp_path, fashion):
     """data_shape knows, without loading, what load_data finds; None where it cannot know."""
     configs = [

@@ -33,6 +33,7 @@ CARD_KEYS = {
     "backend",
     "format",
     "file",
+    "preprocessing",
 }
 
 
@@ -51,6 +52,23 @@ def _images(run: Run, arch: ofa.ArchConfig, n: int = 8) -> torch.Tensor:
 
     x, _ = next(iter(batches(run.data.test, n)))
     return resize_batch(x, arch.resolution)
+
+
+def test_card_states_the_exact_preprocessing(run, tmp_path):
+    """A deployment that follows the card's steps on a raw image feeds the model exactly what
+    evaluation fed it."""
+    from onceforall.data import resize_batch
+    from tests.conftest import apply_preprocessing
+
+    for arch in (run.net.space.smallest(), run.net.space.largest()):  # 16 and 20 px of 20
+        card = export_subnet(run, arch, "safetensors", tmp_path / str(arch.resolution),
+                             measure=False)  # fmt: skip
+        holdout = run.data.holdout
+        raw = holdout.images[holdout.indices[0]]  # the uint8 image as the dataset holds it
+        evaluated = resize_batch(holdout[0][0][None], arch.resolution)
+        deployed = apply_preprocessing(card["preprocessing"], raw)
+        torch.testing.assert_close(deployed, evaluated, atol=1e-5, rtol=0)
+        assert any(s["op"] == "resize" for s in card["preprocessing"]) == (arch.resolution != 20)
 
 
 def test_onnx_export_runs_in_onnxruntime_alone_and_matches_torch(run, tmp_path):
