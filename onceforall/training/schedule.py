@@ -12,7 +12,14 @@ import torch
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.config import PhaseConfig, ScheduleConfig, TrainConfig
 
-__all__ = ["Phase", "lr_at", "resolve_phases", "step_generator", "subnets_for_step"]
+__all__ = [
+    "Phase",
+    "lr_at",
+    "resolve_phases",
+    "step_generator",
+    "step_seed",
+    "subnets_for_step",
+]
 
 # The elastic dimensions a phase can open (resolution is elastic in every phase); a family without
 # elastic width or stem has empty width_mults / stem_depths, which phases leave alone.
@@ -133,12 +140,17 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0) -> fl
     return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
 
 
-def step_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integer keys (seed, phase, epoch, step, ...)."""
+def step_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integer keys (seed, phase, epoch, step, ...)."""
     h = 0x9E3779B97F4A7C15
     for k in keys:
         h = ((h ^ (int(k) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3) % (1 << 64)
-    return torch.Generator().manual_seed(h >> 1)
+    return h >> 1
+
+
+def step_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer keys (seed, phase, epoch, step, ...)."""
+    return torch.Generator().manual_seed(step_seed(*keys))
 
 
 def subnets_for_step(

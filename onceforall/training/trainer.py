@@ -47,6 +47,7 @@ from onceforall.training.schedule import (
     lr_at,
     resolve_phases,
     step_generator,
+    step_seed,
     subnets_for_step,
 )
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
@@ -167,8 +168,7 @@ class _Batches:
             return
         if getattr(self.dataset, "keyed", False):
             chunks = [
-                [(i, step_generator(self.seed, 2, self.epoch, i).initial_seed()) for i in chunk]
-                for chunk in chunks
+                [(i, step_seed(self.seed, 2, self.epoch, i)) for i in chunk] for chunk in chunks
             ]
         loader = torch.utils.data.DataLoader(
             self.dataset,
