@@ -236,3 +236,19 @@ def test_a_latency_table_of_older_layers_is_measured_again(demo_dir, tmp_path, c
     assert saved["metadata"]["layers_version"] == LAYERS_VERSION
     # The fresh table is reused as it is.
     assert Specializer(run, "onnxruntime").latency_table.entries == table.entries
+
+
+def test_picks_vs_dataset_benchmark_reads_a_demo(demo_dir):
+    """benchmarks.picks_vs_dataset: membership and gaps as the demo's own files state them."""
+    from benchmarks.picks_vs_dataset import compare
+
+    out = compare(demo_dir)
+    results = json.loads((demo_dir / "results.json").read_text())
+    lines = (demo_dir / "run" / "accuracy_dataset.jsonl").read_text().splitlines()
+    labels = {r["arch"]: r["accuracy"] for r in map(json.loads, lines)}
+    archs = [p["arch"] for p in results["picks"] + results["front_measured"]]
+    assert [r["in_dataset"] for r in out["rows"]] == [a in labels for a in archs]
+    assert out["members"] == sum(a in labels for a in archs)
+    assert out["labels"]["n"] == len(labels) and out["labels"]["max"] == max(labels.values())
+    top = max(r["predicted"] for r in out["rows"])
+    assert out["highest_prediction_above_highest_label"] == top - max(labels.values())
