@@ -585,3 +585,44 @@ def _grad_fns(fn, seen=None):
         seen.add(f)
         yield f.name(), f
         stack.extend(g for g, _ in f.next_functions)
+
+
+@pytest.mark.parametrize("backward_in_autocast", [False, True], ids=["backward after", "inside"])
+def test_mixed_precision_keeps_parameter_precision_in_the_slicing_op(backward_in_autocast):
+    """Under autocast (bfloat16 on CPU runs the same dispatch as float16 on CUDA), the one
+    slicing op gives the parameters' own precision forward and backward: the folded kernel
+    matrices it caches stay float32, so a later float32 forward (an evaluation's extract) works,
+    and every gradient reaches its parameter as float32, wherever the backward runs."""
+    torch.manual_seed(0)
+    net = ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        randomize_(net)
+    for name, p in net.named_parameters():
+        p.requires_grad_(".transforms." not in name)  # frozen, as after the kernel phase
+    arch = net.space.smallest()  # 3x3 kernels: every depthwise kernel is a folded product
+    net.set_active(arch)
+    net.eval()  # batch statistics of a few images would amplify bfloat16's rounding
+    x = _input(net, arch, n=8)
+    net(x).sum().backward()
+    reference = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad(set_to_none=True)
+    for conv in net.modules():
+        if isinstance(conv, ElasticDepthwiseConv):
+            conv._matrices.clear()  # first folded inside autocast, as after a resume
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = net(x).float().sum()
+        if backward_in_autocast:
+            loss.backward()
+    if not backward_in_autocast:
+        loss.backward()
+    matrices = [m for c in net.modules() if isinstance(c, ElasticDepthwiseConv)
+                for _, m in c._matrices.values()]  # fmt: skip
+    assert matrices and all(m.dtype == torch.float32 for m in matrices)
+    grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert grads.keys() == reference.keys()
+    for name, g in grads.items():
+        assert g.dtype == torch.float32, name
+        # bfloat16 keeps about 3 significant digits
+        assert (g - reference[name]).norm() <= 0.05 * reference[name].norm(), name
+    with torch.no_grad():
+        assert torch.allclose(net.extract(arch)(x), net(x), atol=1e-5)

@@ -281,6 +281,18 @@ def test_timed_checkpoints_are_decided_alike_on_every_rank(monkeypatch):
     assert not trainer._checkpoint_due(two, timed, gstep=3, last_ckpt=clock[0] - 61)
 
 
+def test_one_named_gpu_under_torchrun_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    """Under torchrun every process would take the one GPU ``cuda:N`` names (NCCL refuses ranks
+    sharing a device): refused with the fix named, before any process group or file exists.
+    Checked before CUDA's presence, so this machine without one sees the same message."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=r"names one GPU.*device=cuda.*CUDA_VISIBLE_DEVICES"):
+        train(tiny_config(device="cuda:1"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert not torch.distributed.is_initialized()
+
+
 @pytest.mark.slow
 def test_imagefolder_training_resumes_to_the_same_weights(tmp_path):
     """Per-image augmentation keyed by (seed, epoch, image) and a DataLoader that leaves torch's

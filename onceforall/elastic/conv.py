@@ -185,7 +185,10 @@ class ElasticDepthwiseConv(nn.Module):
         cached = self._matrices.get(kernel_size)
         if cached is not None and cached[0] == state:
             return cached[1]
-        with torch.no_grad():
+        # Built in the transforms' own precision even when first asked inside autocast: the
+        # cached matrix outlives the autocast region (an fp16 one would make a later fp32
+        # forward, such as an evaluation's extract, fail on mixed dtypes).
+        with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):
             m = self._matrix(self._chains[kernel_size], transforms)
         self._matrices[kernel_size] = (state, m)
         return m

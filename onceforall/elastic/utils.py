@@ -165,7 +165,10 @@ class _TakeSlices(torch.autograd.Function):
         # ``tensors`` are the slices' own tensors, passed so that autograd links them to the op;
         # ``matrices`` are constants (Slice.matrix), one or None per slice.
         ctx.slices, ctx.matrices = slices, matrices
-        return tuple(_take(s, m) for s, m in zip(slices, matrices, strict=True))
+        # In the parameters' own precision, as plain slicing gives them: autocast casts them
+        # where they are used, and would otherwise make the kernel products low-precision here.
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return tuple(_take(s, m) for s, m in zip(slices, matrices, strict=True))
 
     @staticmethod
     @once_differentiable
@@ -176,8 +179,8 @@ class _TakeSlices(torch.autograd.Function):
         if not wanted:
             return None, None, *out
         # Each gradient is a dense view of the buffer with its parameter's strides (its memory
-        # format), so the optimizer and DDP see ordinary full-size gradients.
-        buffer = grads[wanted[0]].new_zeros(sum(slices[i].tensor.numel() for i in wanted))
+        # format) and precision, so the optimizer and DDP see ordinary full-size gradients.
+        buffer = slices[wanted[0]].tensor.new_zeros(sum(slices[i].tensor.numel() for i in wanted))
         parts, offset = [], 0
         for i in wanted:
             t, size = slices[i].tensor, slices[i].size
@@ -185,12 +188,15 @@ class _TakeSlices(torch.autograd.Function):
             parts.append(buffer.as_strided(size, t.stride()[: len(size)], offset))
             offset += t.numel()
         sources = []
-        for i in wanted:
-            g, m = grads[i], ctx.matrices[i]
-            if m is not None:  # the gradient of kernel_product's F.linear, as autograd's
-                g = g.reshape(g.shape[0], -1).mm(m).view(slices[i].size)
-            sources.append(g)
-        torch._foreach_copy_(parts, sources)
+        # A backward called inside autocast (its state reaches the engine's threads) must not
+        # make the kernel products low-precision either.
+        with torch.autocast(buffer.device.type, enabled=False):
+            for i in wanted:
+                g, m = grads[i], ctx.matrices[i]
+                if m is not None:  # the gradient of kernel_product's F.linear, as autograd's
+                    g = g.reshape(g.shape[0], -1).to(m.dtype).mm(m).view(slices[i].size)
+                sources.append(g)
+        torch._foreach_copy_(parts, sources)  # casts to the buffer's dtype where they differ
         return None, None, *out
 
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.data import DataBundle, resize_batch
 from onceforall.supernets import Supernet
-from onceforall.training.bn import batches, recalibrate_bn
+from onceforall.training.bn import batches, evaluation_format, recalibrate_bn
 from onceforall.training.checkpoint import atomic_write
 
 __all__ = [
@@ -131,8 +131,8 @@ class SubnetEvaluator:
         self.fingerprint = h.hexdigest()[:16]
 
     def _prepare(self, x: torch.Tensor, res: int) -> torch.Tensor:
-        # What bn._prepare does per batch: resize, then channels_last on CPU.
-        fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        # What bn._prepare does per batch: resize, then the evaluation format.
+        fmt = evaluation_format(self.device)
         return resize_batch(x.to(self.device), res).contiguous(memory_format=fmt)
 
     def _inputs(
@@ -151,7 +151,7 @@ class SubnetEvaluator:
         ``(n_eval,)`` bool tensor in holdout order (per-image outcomes, for noise studies)."""
         # Extraction measured as fast as recalibrating the supernet itself through set_active
         # (~20 ms per subnet, <2% of an evaluation) and it leaves the supernet's buffers alone.
-        sub = self.net.extract(arch)
+        sub = self.net.extract(arch).to(memory_format=evaluation_format(self.device))
         cal, ev = self._inputs(arch.resolution)
         recalibrate_bn(sub, arch, cal)  # its own resize is a no-op on these
         with torch.inference_mode():

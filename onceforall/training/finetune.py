@@ -196,6 +196,7 @@ def train_subnet_loop(
     if teacher is not None:
         teacher.eval()
     model.train()
+    device = next(model.parameters()).device
     started = time.monotonic()
     bar = tqdm(total=total, desc=desc, disable=not progress)
     step = epoch = 0
@@ -205,11 +206,19 @@ def train_subnet_loop(
         # Bounded: every pass advances step by one per batch, and total is fixed.
         while step < total:
             loader = make_loader(
-                run.data.train, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=True
+                run.data.train,
+                batch_size,
+                shuffle=True,
+                seed=seed,
+                epoch=epoch,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
             )
             for x, y in loader:
                 if step >= total:
                     break
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total, lr, warmup)
                 if config.augment:

@@ -76,17 +76,24 @@ def _setup_env(config: TrainConfig) -> _Env:
     want = config.device
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={config.device!r} but CUDA is not available; use device=cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if want.startswith("cuda") else "gloo")
+    if world > 1 and want.startswith("cuda:"):
+        # Every process would take that one GPU, and NCCL refuses ranks sharing a device.
+        raise ValueError(
+            f"device={config.device!r} names one GPU, but torchrun started {world} processes: "
+            "use device=cuda (each process takes the GPU of its LOCAL_RANK), and choose the "
+            "GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={config.device!r} but CUDA is not available; use device=cpu")
     if want == "cuda":
         want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = torch.device(want)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before the process group, which binds to this device
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Env(rank, world, device)
 
 
@@ -152,6 +159,8 @@ class _Batches:
         self.dataset = data.train
         self.num_workers = config.data.num_workers
         self.seed, self.epoch = config.seed, epoch
+        # Page-locked batches let the copies to a GPU run asynchronously (non_blocking).
+        self.pin_memory = env.device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.indices) // self.per_rank
@@ -164,7 +173,9 @@ class _Batches:
         ]
         fast = getattr(self.dataset, "batch", None)
         if fast is not None and self.num_workers == 0:
-            yield from (fast(c) for c in chunks)
+            for c in chunks:
+                x, y = fast(c)
+                yield (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
             return
         if getattr(self.dataset, "keyed", False):
             chunks = [
@@ -174,7 +185,7 @@ class _Batches:
             self.dataset,
             batch_sampler=chunks,
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.pin_memory,
             generator=step_generator(self.seed, 3, self.epoch, start),
         )
         yield from loader
@@ -202,7 +213,10 @@ def _teacher(
         _barrier(env)
     # Every rank, rank 0 included, takes the saved file: all hold the same teacher, as a resumed
     # run does.
-    return load_teacher(net, path)
+    teacher = load_teacher(net, path)
+    if config.channels_last:  # the training inputs' format (extract gives contiguous weights)
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
 
 
 def _tensorboard(run_dir: Path, env: _Env, purge_step: int | None) -> Any:
@@ -405,6 +419,7 @@ def train(
                 bar.update(1)
                 last_of_epoch = step == epoch_steps - 1
                 if gstep % config.log_every == 0 or last_of_epoch:
+                    loss = float(loss)  # the one host read of the loss, when it is logged
                     now = time.monotonic()
                     ips = imgs_log / max(now - t_log, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
@@ -484,8 +499,9 @@ def _train_step(
     optimizer,
     scaler,
     use_amp: bool,
-) -> float:
-    """One optimizer step over the K subnets in ``archs`` (gradients accumulated).
+) -> torch.Tensor:
+    """One optimizer step over the K subnets in ``archs`` (gradients accumulated); returns the
+    sum of their losses, a 0-dim tensor on the training device.
 
     Distillation targets: the frozen ``teacher``'s logits when one is given; with ``inplace``,
     the first subnet's (the sandwich's largest) logits for the others; otherwise labels only.
@@ -498,7 +514,7 @@ def _train_step(
     sandwich = config.schedule.kind == "sandwich"
     teacher_logits: dict[int, torch.Tensor] = {}
     sandwich_target = None
-    total = 0.0
+    total = torch.zeros((), device=x.device)
     for k, arch in enumerate(archs):
         xr = resize_batch(x, arch.resolution)
         if channels_last:
@@ -508,27 +524,31 @@ def _train_step(
         sync = contextlib.nullcontext()
         if isinstance(model, DistributedDataParallel) and k < len(archs) - 1:
             sync = model.no_sync()
-        with sync, torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
-            target = sandwich_target
-            if teacher is not None:
-                key = archs[0].resolution if sandwich else arch.resolution
-                if key not in teacher_logits:  # the sandwich's k == 0 fills it, with its own xr
-                    with torch.no_grad():
-                        teacher_logits[key] = teacher(xr)
-                target = teacher_logits[key]
-            out = model(xr)
-            loss = distillation_loss(
-                out,
-                y,
-                target,
-                kd_ratio=config.distill.kd_ratio,
-                label_smoothing=config.optimizer.label_smoothing,
-                temperature=config.distill.temperature,
-            )
-            if inplace and k == 0:
-                sandwich_target = out.detach()  # in-place distillation from the largest
+        with sync:
+            # Autocast covers the forward passes and the loss only, as PyTorch's AMP recipe has
+            # it; the backward runs outside it.
+            with torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
+                target = sandwich_target
+                if teacher is not None:
+                    key = archs[0].resolution if sandwich else arch.resolution
+                    if key not in teacher_logits:  # the sandwich's k == 0 fills it (its own xr)
+                        with torch.no_grad():
+                            teacher_logits[key] = teacher(xr)
+                    target = teacher_logits[key]
+                out = model(xr)
+                loss = distillation_loss(
+                    out,
+                    y,
+                    target,
+                    kd_ratio=config.distill.kd_ratio,
+                    label_smoothing=config.optimizer.label_smoothing,
+                    temperature=config.distill.temperature,
+                )
+                if inplace and k == 0:
+                    sandwich_target = out.detach()  # in-place distillation from the largest
             scaler.scale(loss).backward()
-        total += float(loss.detach())
+        # Summed on the device: a host read per subnet would wait for each backward on a GPU.
+        total += loss.detach()
     if config.optimizer.grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.grad_clip)
