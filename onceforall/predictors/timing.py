@@ -179,6 +179,10 @@ def _time_interleaved(
         for run, h, (start, end) in zip(runs, hot, events, strict=True):
             if h:
                 run()
+            # An idle GPU at the start: with earlier work still queued, the call's kernels would
+            # queue up behind it and the events would see them run back to back, leaving out
+            # the launch gaps that a launch-bound call's latency is made of.
+            torch.cuda.synchronize()
             start.record()
             run()
             end.record()

@@ -1,0 +1,82 @@
+"""Extracted subnets on CPU: contiguous weights against channels-last ones, channels-last input.
+
+    .venv/bin/python -m benchmarks.memory_format [--families mbv3_small_images,...]
+        [--archs largest,smallest] [--batch 128] [--rounds 20] [--threads N]
+
+``Supernet.extract`` gives contiguous weights (what export and safetensors want). Evaluation
+feeds channels-last batches on CPU (``onceforall.training.bn.evaluation_format``), the trainer's
+teacher sees the training batches in the trainer's format, and oneDNN picks its convolution
+path from both the input's and the weights' format. This times, per family and arch, the eval
+forward (``torch.inference_mode``, what BN recalibration and accuracy run) of the same subnet
+with contiguous and with channels-last weights, on the same channels-last input, interleaved
+round by round (each first in every other round), and prints the median milliseconds and their
+ratio (channels-last / contiguous), with the load average (anything else running skews it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+import onceforall as ofa
+from benchmarks.elastic_overhead import timed_archs
+
+
+def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model(x)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--families", default="mbv3_small_images,proxyless_small_images,"
+                   "resnet_small_images")  # fmt: skip
+    p.add_argument("--archs", default="largest,smallest")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    wanted = args.archs.split(",")
+    print(
+        f"# eval forward at batch {args.batch}, {args.rounds} interleaved rounds, {args.threads} "
+        f"threads, torch {torch.__version__}, {platform.machine()}, channels-last input, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'family':24} {'arch':9} {'contiguous ms':>14} {'channels-last ms':>17} {'ratio':>6}")
+    for family in args.families.split(","):
+        net = ofa.create_supernet(family, num_classes=10, in_channels=1)
+        for label, arch in timed_archs(net.space):
+            if label not in wanted:
+                continue
+            nets = {
+                "contiguous": net.extract(arch),
+                "channels-last": net.extract(arch).to(memory_format=torch.channels_last),
+            }
+            x = torch.randn(args.batch, 1, arch.resolution, arch.resolution)
+            x = x.contiguous(memory_format=torch.channels_last)
+            times: dict[str, list[float]] = {k: [] for k in nets}
+            order = list(nets)
+            for r in range(args.warmup + args.rounds):
+                for k in order if r % 2 else order[::-1]:
+                    t = _time(nets[k], x)
+                    if r >= args.warmup:
+                        times[k].append(t)
+            ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+            ratio = ms["channels-last"] / ms["contiguous"]
+            print(
+                f"{family:24} {label:9} {ms['contiguous']:14.2f} {ms['channels-last']:17.2f} "
+                f"{ratio:6.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
