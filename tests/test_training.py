@@ -146,6 +146,19 @@ def test_resume_after_interruption_reaches_the_same_weights(finished_run, tmp_pa
     train(tiny_config(), run_dir, progress=False, resume=True)
 
 
+def test_resume_with_dropout_reaches_the_same_weights(tmp_path):
+    """Dropout draws from torch's global RNG, which the checkpoint restores: nothing between the
+    restore and the next step may draw from it (building the teacher or an evaluated subnet
+    initialises new layers), or the resumed run's masks differ. Stopped inside the depth phase,
+    where the teacher is loaded back on resume."""
+    config = tiny_config(**{"model.dropout": 0.3})
+    train(config, tmp_path / "whole", progress=False)
+    with pytest.raises(TrainInterrupted):
+        train(config, tmp_path / "resumed", progress=False, stop_after_steps=8)
+    train(config, tmp_path / "resumed", progress=False, resume=True)
+    _same_weights(tmp_path / "whole", tmp_path / "resumed")
+
+
 def _same_weights(a_dir: Path, b_dir: Path) -> None:
     a = load_file(str(a_dir / "supernet.safetensors"))
     b = load_file(str(b_dir / "supernet.safetensors"))

@@ -168,7 +168,13 @@ class Supernet(nn.Module):
         (``onceforall.recalibrate_bn``); the supernet itself is left as it was.
         """
         arch = self._resolve(arch)
-        net = self._extract(arch).to(next(self.parameters()).device)
+        # The new layers' default initialisation (overwritten at once) draws from torch's global
+        # RNG, which training's dropout also draws from: extracting a teacher or a subnet to
+        # evaluate must not move it, or a resumed run would draw other dropout masks than the
+        # uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            net = self._extract(arch)
+        net = net.to(next(self.parameters()).device)
         if calibration is not None:
             from onceforall.training.bn import recalibrate_bn
 
