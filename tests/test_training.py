@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -684,6 +685,89 @@ def test_cli_refuses_to_overwrite_and_overrides_apply(tmp_path, capsys):
             load_config(cfg, [f"optimizer.weight_decay={value}"])
     with pytest.raises(ValueError, match="batch_size: expected an integer"):
         load_config(cfg, ["batch_size=1e2"])
+
+
+def test_run_directory_guards(tmp_path, capsys):
+    """--force deletes only a directory that onceforall train started (its checkpoint state, or
+    the config it wrote, recognised by its header); the flags and paths that cannot mean
+    anything are refused before anything is written."""
+    cfg = _write(tmp_path, TINY)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("model: mine\n")  # a common file name, not a run
+    (project / "main.py").write_text("print('hello')\n")
+    before = {p.name: p.read_bytes() for p in project.iterdir()}
+    cases = [
+        (["--out", str(project), "--force"], "is not a onceforall run"),
+        (["--out", str(project), "--resume"], "is not a onceforall run"),
+        (["--out", str(tmp_path / "new"), "--resume", "--force"], "pass one of them"),
+        (["--out", str(project / "main.py")], "is a file, not a directory"),
+        (["--out", str(tmp_path / "new"), "batch_size=5000"], "exceeds the 96 training images"),
+        (["--out", str(tmp_path / "new"), "data.synthetic_classes=1"], "at least 2"),
+    ]
+    for args, message in cases:
+        assert cli_main(["train", str(cfg), "--no-progress", *args]) == 2
+        assert message in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in project.iterdir()} == before
+        assert not (tmp_path / "new").exists()
+
+
+def test_force_starts_over_and_a_missing_supernet_is_written_again(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "supernet.safetensors").unlink()
+    train(tiny_config(), run, progress=False, resume=True)  # finished: only the file comes back
+    _same_weights(finished_run, run)
+    with pytest.raises(TrainInterrupted):
+        train(tiny_config(), run, progress=False, force=True, stop_after_steps=1)
+    assert not (run / "supernet.safetensors").exists() and not (run / "summary.json").exists()
+
+
+def test_damaged_or_mismatched_run_files_are_named_not_tracebacks(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    weights = run / "supernet.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:100])  # truncated
+    with pytest.raises(ValueError, match=r"supernet\.safetensors is not a readable safetensors"):
+        ofa.load_supernet(run)
+    weights.write_bytes(original)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("family: mbv3_small_images",
+                                                    "family: proxyless_small_images"))  # fmt: skip
+    with pytest.raises(ValueError, match="holds weights of another network"):
+        ofa.load_supernet(run)
+    (run / "config.yaml").write_text(config)
+    state = json.loads((run / "checkpoint.json").read_text())
+    (run / state["tensors"]).write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="cannot be read") as info:
+        train(tiny_config(), run, progress=False, resume=True)
+    assert "weights_only" not in str(info.value)  # not torch's advice to unpickle freely
+
+
+def test_a_diverged_loss_stops_training_with_the_fix_named(tmp_path, monkeypatch, capsys):
+    from onceforall.training import trainer
+
+    real = trainer.distillation_loss
+    monkeypatch.setattr(trainer, "distillation_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"diverged.*schedule\.phases\.0\.lr"):
+        train(tiny_config(), tmp_path / "run", progress=False)
+    cfg = _write(tmp_path, TINY)
+    assert cli_main(["train", str(cfg), "--out", str(tmp_path / "cli"), "--no-progress"]) == 2
+    assert "training diverged" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_the_resume_hint(tmp_path, monkeypatch, capsys):
+    import onceforall.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onceforall.training, "train", interrupted)
+    assert cli_main(["train", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "r")]) == 130
+    assert "interrupted; `onceforall train` continues from its last checkpoint with --resume" in (
+        capsys.readouterr().err
+    )
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):

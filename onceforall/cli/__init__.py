@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from safetensors import SafetensorError
+
 from onceforall.cli import demo, latency, specialize, train
 
 __all__ = ["main"]
@@ -34,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    # Errors of the user's input, files or machine: a message, not a traceback. OSError covers
+    # missing, existing, unwritable and misnamed paths; FloatingPointError a diverged training.
+    except (ValueError, OSError, FloatingPointError, SafetensorError) as exc:
         print(f"onceforall {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = ""
+        if args.command == "train":
+            hint = "; `onceforall train` continues from its last checkpoint with --resume"
+        print(f"onceforall {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130

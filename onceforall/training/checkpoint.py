@@ -1,7 +1,8 @@
 """Run directories: atomic files, checkpoints and loading a trained supernet.
 
-Nothing is ever unpickled: weights are safetensors, training state is JSON plus a tensor file read
-with ``torch.load(weights_only=True)``. Every file is written to a temporary name, fsynced and
+No file is unpickled with pickle's full powers: weights are safetensors, training state is JSON
+plus a tensor file read with ``torch.load(weights_only=True)`` (a restricted unpickler that only
+rebuilds tensors and plain containers). Every file is written to a temporary name, fsynced and
 renamed, and ``checkpoint.json`` (which names the files of the current checkpoint) is replaced
 last, so a process killed at any moment leaves either the old or the new checkpoint, whole.
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
@@ -49,11 +52,39 @@ def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | Non
 
 
 def load_weights(module: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load safetensors weights into ``module`` (strict: every key must match)."""
+    """Load safetensors weights into ``module`` (strict: every key must match).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not readable safetensors (damaged, truncated) or holds weights
+            of another network (another family, space or number of classes), naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
     device = next(module.parameters()).device
-    state = load_file(str(path), device=str(device))
-    module.load_state_dict(state, strict=True)
+    try:
+        state = load_file(str(path), device=str(device))
+    except SafetensorError as exc:
+        raise _unreadable(path, exc) from exc
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(
+            f"{path} holds weights of another network than its config describes ("
+            + " ".join(line.strip() for line in first[:3])
+            + "): was the run's config.yaml edited, or the file replaced? Use the files of one "
+            "run together"
+        ) from exc
     return module
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    return ValueError(
+        f"{path} is not a readable safetensors file ({exc}): it is damaged or truncated; "
+        "restore it, or produce it again (a run: `onceforall train ... --force`)"
+    )
 
 
 def save_checkpoint(
@@ -85,10 +116,28 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def load_state(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The last checkpoint's JSON state and its tensors (``weights_only`` load), or ``None``."""
-    state = _read_json(run_dir / STATE_FILE)
-    if state is None:
-        return None
-    extra = torch.load(run_dir / state["tensors"], map_location="cpu", weights_only=True)
+    try:
+        state = _read_json(run_dir / STATE_FILE)
+        if state is None:
+            return None
+        tensors = run_dir / state["tensors"]
+        extra = torch.load(tensors, map_location="cpu", weights_only=True)
+    except (
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+    ) as exc:
+        # torch.load reports a damaged file as an unpickling error whose text suggests
+        # weights_only=False: never do that with a file from disk, so its text is not passed on.
+        raise ValueError(
+            f"the last checkpoint of {run_dir} cannot be read ({type(exc).__name__}): "
+            f"{STATE_FILE} or the files it names are damaged or missing; start the run over "
+            "with --force"
+        ) from None
     return state, extra
 
 
@@ -124,16 +173,46 @@ def load_supernet(run_dir: str | Path, *, device: str | torch.device = "cpu") ->
 def _metadata(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except SafetensorError as exc:
+        raise _unreadable(path, exc) from exc
 
 
 # ----------------------------------------------------------------------------- run directories
 
 
+_RUN_HEADER = "# resolved config of this run; `onceforall train` wrote it\n"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run that ``onceforall train`` started: its checkpoint state, or
+    the config it writes first, recognised by the header line it writes there (a directory
+    that merely holds some ``config.yaml`` is not a run)."""
+    if (path / STATE_FILE).is_file():
+        return True
+    try:
+        with open(path / CONFIG_FILE, encoding="utf-8") as f:
+            return f.readline() == _RUN_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
     """Create or check the run directory; never overwrites without ``force``."""
+    if resume and force:
+        raise ValueError(
+            "--resume continues a run and --force deletes it to start over: pass one of them"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"--out {run_dir} is a file, not a directory; choose another --out")
     has_run = run_dir.is_dir() and any(run_dir.iterdir())
+    if has_run and resume and not is_run_dir(run_dir):
+        raise FileNotFoundError(
+            f"--resume: {run_dir} is not a onceforall run (no {STATE_FILE} or {CONFIG_FILE} "
+            "written by `onceforall train`); give the --out of the run to continue"
+        )
     if has_run and resume:
         saved = load_config(run_dir / CONFIG_FILE)
         a, b = config_to_dict(saved), config_to_dict(config)
@@ -151,15 +230,15 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: boo
             "it or --force to delete it and start over"
         )
     if has_run and force:
-        if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / STATE_FILE).is_file():
+        if not is_run_dir(run_dir):
             raise FileExistsError(
-                f"--force: {run_dir} is not empty and does not look like a onceforall run "
-                f"(no {CONFIG_FILE}); refusing to delete it, choose another --out"
+                f"--force: {run_dir} is not empty and is not a onceforall run (no {STATE_FILE}, "
+                f"no {CONFIG_FILE} written by `onceforall train`); refusing to delete it, choose "
+                "another --out"
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    header = "# resolved config of this run; `onceforall train` wrote it\n"
-    save_config(config, run_dir / CONFIG_FILE, header)
+    save_config(config, run_dir / CONFIG_FILE, _RUN_HEADER)
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

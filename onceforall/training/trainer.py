@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -267,6 +268,16 @@ def train(
     phases = resolve_phases(config, net.space)
     if config.batch_size % env.world:
         raise ValueError(f"batch_size={config.batch_size} must divide by {env.world} ranks")
+    if data.num_classes < 2:
+        raise ValueError(
+            f"the training data has {data.num_classes} class; a classifier needs at least 2 "
+            "(an ImageFolder needs one folder per class)"
+        )
+    if len(_Batches(data, config, env, 0)) == 0:
+        raise ValueError(
+            f"batch_size={config.batch_size} exceeds the {len(data.train)} training images "
+            f"(across {env.world} ranks): not one step per epoch; lower batch_size"
+        )
     if env.main:
         prepare_run_dir(run_dir, config, resume, force)
     _barrier(env)
@@ -296,7 +307,12 @@ def train(
         truncate_metrics(run_dir, state["global_step"])
     if state.get("finished"):
         if env.main:
-            print(f"{run_dir} is already finished; nothing to do")
+            if (run_dir / SUPERNET_FILE).is_file():
+                print(f"{run_dir} is already finished; nothing to do")
+            else:  # the final checkpoint holds the final weights
+                _save_supernet(net, run_dir, data, config)
+                print(f"{run_dir} is finished; {SUPERNET_FILE} was missing and is written again")
+        _barrier(env)
         return run_dir / SUPERNET_FILE
 
     model: nn.Module = net
@@ -419,7 +435,17 @@ def train(
                 bar.update(1)
                 last_of_epoch = step == epoch_steps - 1
                 if gstep % config.log_every == 0 or last_of_epoch:
+                    if env.world > 1:  # the mean over the ranks: every rank sees the same
+                        dist.all_reduce(loss)
+                        loss = loss / env.world
                     loss = float(loss)  # the one host read of the loss, when it is logged
+                    if not math.isfinite(loss) and not use_amp:  # AMP skips such steps itself
+                        raise FloatingPointError(
+                            f"training diverged: the loss is {loss} at global step {gstep} "
+                            f"(phase {phase.name}); lower the learning rate "
+                            f"(schedule.phases.{phase.index}.lr={pc.lr}) or check the data, "
+                            "and start over with --force"
+                        )
                     now = time.monotonic()
                     ips = imgs_log / max(now - t_log, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
@@ -470,21 +496,19 @@ def train(
     summary = _summary(net, data, config, env, started)
     if env.main:
         atomic_write(run_dir / SUMMARY_FILE, (json.dumps(summary, indent=1) + "\n").encode())
-        save_weights(
-            net,
-            run_dir / SUPERNET_FILE,
-            {
-                "num_classes": data.num_classes,
-                "in_channels": data.in_channels,
-                "family": config.model.family,
-            },
-        )
+        _save_supernet(net, run_dir, data, config)
         state.update(finished=True, elapsed=time.monotonic() - started)
         save_checkpoint(run_dir, state, net, {"rng": torch.get_rng_state()})
     _barrier(env)
     if writer is not None:
         writer.close()
     return run_dir / SUPERNET_FILE
+
+
+def _save_supernet(net: Supernet, run_dir: Path, data: DataBundle, config: TrainConfig) -> None:
+    meta = {"num_classes": data.num_classes, "in_channels": data.in_channels,
+            "family": config.model.family}  # fmt: skip
+    save_weights(net, run_dir / SUPERNET_FILE, meta)
 
 
 def _train_step(
