@@ -122,6 +122,27 @@ def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
     return 100.0 * correct / total
 
 
+# Written first into a demo's directory: the files in a directory holding it (or a finished
+# demo's results.json) are the demo's own, to reuse or replace on a re-run.
+_MARKER = ".onceforall-demo"
+
+
+def _claim(out: Path) -> None:
+    """Make ``out`` the demo's directory, refusing one that holds anything else: the demo
+    replaces its report, plots and models on every run, and must not replace a user's files."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
+    ours = (out / _MARKER).is_file() or (out / "results.json").is_file()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise FileExistsError(
+            f"--out {out} is not empty and is not a directory `onceforall demo` wrote (no "
+            f"{_MARKER} or results.json in it): the demo would replace files there; choose "
+            "another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).touch()
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     preset: str = "quick",
@@ -142,8 +163,8 @@ def run_demo(
         raise ValueError(f"preset={preset!r} unknown; choose from {', '.join(PRESETS)}")
     settings = PRESETS[preset]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config_path, overrides = preset_config(preset, family)
+    _claim(out)
     timings: dict[str, float] = {}
 
     t = time.monotonic()

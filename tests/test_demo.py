@@ -176,6 +176,30 @@ def test_demo_resumes_an_interrupted_run_and_reuses_a_finished_one(tmp_path, cap
         train_or_reuse(config, tmp_path / "other" / "run", progress=False)
 
 
+def test_demo_refuses_a_directory_it_did_not_write(tmp_path):
+    """The demo replaces its report, plots and models on every run: a directory holding files
+    it did not write (no marker, no results.json) is refused before anything runs."""
+    from onceforall.demo import _MARKER, _claim, run_demo
+
+    out = tmp_path / "mine"
+    (out / "models" / "tight").mkdir(parents=True)
+    (out / "models" / "tight" / "model.onnx").write_bytes(b"my model")
+    (out / "report.html").write_text("my report")
+    (out / "run").mkdir()
+    before = sorted((p, p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    with pytest.raises(FileExistsError, match="is not a directory `onceforall demo` wrote"):
+        run_demo(out, "smoke", progress=False)
+    assert sorted((p, p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+    with pytest.raises(FileExistsError, match="is a file"):
+        run_demo(out / "report.html", "smoke", progress=False)
+    fresh = tmp_path / "fresh"
+    _claim(fresh)  # new or empty: the demo's from now on, and so on every later run
+    (fresh / "results.json").unlink(missing_ok=True)
+    (fresh / "report.html").write_text("the demo's")
+    _claim(fresh)
+    assert (fresh / _MARKER).is_file()
+
+
 def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):
     import onceforall.demo
 
