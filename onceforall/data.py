@@ -439,12 +439,15 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
     eval_tf = T.Compose([T.Resize(_eval_resize(size)), T.CenterCrop(size), T.ToTensor(), normalize])
     crop = _RandomResizedCropFlip(size, config.split_seed)
     train_tf = T.Compose([crop, T.ToTensor(), normalize])
-    train_folder = ImageFolder(str(root / "train"), transform=train_tf)
+    try:
+        train_folder = ImageFolder(str(root / "train"), transform=train_tf, loader=_open_rgb)
+        test_folder = ImageFolder(str(test_dir), transform=eval_tf, loader=_open_rgb)
+    except FileNotFoundError as exc:  # torchvision's message names the classes, not the folder
+        raise FileNotFoundError(f"{root}: {exc}; data.root must hold {layout}") from None
     # Same file list with the eval transform, for the holdout; a shallow copy of the folder
     # avoids re-scanning it (slow for ImageNet's 1.28M files).
     eval_folder = copy.copy(train_folder)
     eval_folder.transform, eval_folder.transforms = eval_tf, StandardTransform(eval_tf)
-    test_folder = ImageFolder(str(test_dir), transform=eval_tf)
     if test_folder.classes != train_folder.classes:
         raise ValueError(f"class folders of {test_dir} differ from those of {root / 'train'}")
     train_idx, holdout_idx = _split(len(train_folder), config)
@@ -460,6 +463,20 @@ def _load_imagefolder(config: DataConfig) -> DataBundle:
         std=std,
         resolution=size,
     )
+
+
+def _open_rgb(path: str):
+    """torchvision's default image loader, with an unreadable file named as the fix."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(
+            f"{path} is not a readable image ({exc}); remove or replace it, then continue the "
+            "run with --resume"
+        ) from None
 
 
 class KeyedSubset(Subset):

@@ -445,3 +445,19 @@ def test_make_loader_tensor_dataset_batches():
     x, y = next(iter(loader))
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert len(loader) == 5 and sum(len(b[1]) for b in loader) == len(bundle.train)
+
+
+def test_imagefolder_names_an_unreadable_image_and_an_empty_class_folder(tmp_path):
+    _image_tree(tmp_path)
+    bad = tmp_path / "train" / "cat" / "0.png"
+    bad.write_bytes(b"not a png")
+    config = DataConfig(dataset="imagefolder", root=str(tmp_path), image_size=32, holdout_size=2)
+    bundle = load_data(config)
+    position = bundle.train.dataset.samples.index((str(bad), 0))
+    assert bundle.train.dataset[position + 1][1] == 0  # the readable ones load
+    with pytest.raises(ValueError, match=r"0\.png is not a readable image.*remove or replace"):
+        bundle.train.dataset[position]
+    for f in (tmp_path / "val" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}: .*dog"):
+        load_data(config)
