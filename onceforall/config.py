@@ -8,6 +8,7 @@ resolved config is written into the run directory so a run can be reproduced and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from onceforall.data import DataConfig
+from onceforall.data import _validate as _validate_data
 from onceforall.files import atomic_write
 
 __all__ = [
@@ -211,10 +213,19 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             # YAML 1.1 (PyYAML) reads an exponent without a dot, as in 5e-4, as a string.
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        else:
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = math.inf
+        if not math.isfinite(number):
+            # YAML's .nan and .inf (and 1e999) are floats, which no setting here means.
+            shown = value if isinstance(value, str) else number
+            raise ValueError(f"{where}: expected a finite number, got {shown!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where}: expected a string, got {value!r}")
@@ -251,12 +262,54 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error:
+    PyYAML would keep the last one, so a second ``data:`` block would silently replace the
+    first."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:  # as written: before merge keys (<<) are expanded
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in from an alias may be overridden, as YAML intends
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.get(key)
+                except TypeError:  # unhashable: the base class reports it
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                        f"(first at line {seen.line + 1}): give each key once (the later one "
+                        "would silently replace the earlier)"
+                    )
+                first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` refusing duplicate keys (:class:`_ConfigLoader`)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value, e.g. data.root=/data")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    return key.strip().split("."), value
+    path = key.strip().split(".")
+    if not all(path):
+        raise ValueError(f"override {text!r}: empty key; write key=value, e.g. data.root=/data")
+    try:
+        value = _load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        if not isinstance(exc, yaml.constructor.ConstructorError):  # a syntax error
+            problem += "; quote a value meant as text, e.g. data.root='[x]'"
+        raise ValueError(
+            f"override {text!r}: the value {raw!r} is not valid YAML: {problem}"
+        ) from exc
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -265,13 +318,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, value = _parse_override(text)
         node: Any = data
         for i, part in enumerate(path[:-1]):
+            here = ".".join(path[: i + 1])
             nxt = None
             if isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 nxt = node[int(part)]
             if isinstance(node, dict):
-                nxt = node.setdefault(part, {})
+                if node.get(part) is None:  # absent or empty (``data:`` with nothing under it)
+                    node[part] = {}
+                nxt = node[part]
             if nxt is None:
-                raise ValueError(f"override {text!r}: {'.'.join(path[: i + 1])} does not exist")
+                raise ValueError(f"override {text!r}: {here} does not exist")
+            if not isinstance(nxt, dict | list):
+                raise ValueError(
+                    f"override {text!r}: {here}={nxt!r} is a single value, not a section with "
+                    f"keys; set it as {here}=VALUE"
+                )
             node = nxt
         last = path[-1]
         if isinstance(node, list):
@@ -287,17 +348,38 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read a YAML config, apply ``key=value`` overrides, validate.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: malformed YAML, unknown keys, wrong types or inconsistent settings, with a
-            message naming the key.
+        FileNotFoundError: the file does not exist, or is a directory.
+        ValueError: an unreadable or non-UTF-8 file, malformed YAML (duplicate keys included),
+            unknown keys, wrong types, values out of range or inconsistent settings, with a
+            message naming the file or the key.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"config file {path} is a directory: give the YAML file itself (presets are in "
+            "configs/; a run's resolved config is RUN/config.yaml)"
+        )
+    if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist (presets are in configs/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): a config "
+            "is a YAML text file"
+        ) from exc
+    except OSError as exc:  # permissions, a special file
+        raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:  # an empty file (or comments only): every setting at its default
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: a config must be a mapping at the top level, got {type(data).__name__}"
+        )
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 
@@ -332,25 +414,75 @@ def _validate(c: TrainConfig) -> None:
         )
     if not c.schedule.phases:
         raise ValueError("schedule.phases is empty: give at least one phase")
-    for name in ("batch_size", "eval_batch_size", "bn_calibration_images", "log_every"):
-        if getattr(c, name) <= 0:
-            raise ValueError(f"{name}={getattr(c, name)} must be positive")
     if c.optimizer.name not in ("sgd", "adamw"):
         raise ValueError(f"optimizer.name={c.optimizer.name!r}: choose sgd or adamw")
-    if c.optimizer.weight_decay < 0:
-        raise ValueError(f"optimizer.weight_decay={c.optimizer.weight_decay} must be >= 0")
     if not (c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")):
         raise ValueError(f"device={c.device!r}: choose cpu, cuda, cuda:N or auto")
+    m, o, d = c.model, c.optimizer, c.distill
+    _check_ranges(
+        [
+            ("batch_size", c.batch_size, "positive", ""),
+            ("eval_batch_size", c.eval_batch_size, "positive", ""),
+            ("bn_calibration_images", c.bn_calibration_images, "positive", ""),
+            ("eval_images", c.eval_images, "positive", "or null: the whole holdout"),
+            ("log_every", c.log_every, "positive", ""),
+            ("num_threads", c.num_threads, ">= 0", "0 or null: torch's default"),
+            ("checkpoint_minutes", c.checkpoint_minutes, ">= 0", "0: every step"),
+            ("seed", c.seed, "in [-2**63, 2**63)", ""),
+            ("data.split_seed", c.data.split_seed, "in [-2**63, 2**63)", ""),
+            # Training recalibrates batch norm, and evaluates each epoch, on holdout images.
+            ("data.holdout_size", c.data.holdout_size, "positive", "evaluation needs a holdout"),
+            ("model.width_mult", m.width_mult, "> 0", "or null: the family's default"),
+            ("model.dropout", m.dropout, "in [0, 1)", "or null: the family's default"),
+            ("optimizer.momentum", o.momentum, "in [0, 1)", ""),
+            ("optimizer.weight_decay", o.weight_decay, ">= 0", ""),
+            ("optimizer.label_smoothing", o.label_smoothing, "in [0, 1)", "0: none"),
+            ("optimizer.grad_clip", o.grad_clip, ">= 0", "0 or null: no clipping"),
+            ("distill.kd_ratio", d.kd_ratio, ">= 0", "0: no distillation"),
+            ("distill.temperature", d.temperature, "> 0", ""),
+            ("schedule.sandwich_random", c.schedule.sandwich_random, ">= 0", ""),
+        ]
+    )
+    _validate_data(c.data)  # the data section's own checks (load_data repeats them)
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ValueError(
+            "optimizer.momentum=0.0 with optimizer.nesterov=true: Nesterov SGD needs momentum "
+            "> 0; set optimizer.nesterov=false for plain SGD"
+        )
     seen = set()
     for i, p in enumerate(c.schedule.phases):
         where = f"schedule.phases.{i} ({p.name})"
         if p.name in seen:
             raise ValueError(f"{where}: phase names must be unique")
         seen.add(p.name)
-        if p.epochs <= 0 or p.lr <= 0 or p.subnets_per_step <= 0 or p.warmup_epochs < 0:
-            raise ValueError(f"{where}: epochs, lr and subnets_per_step must be positive")
+        _check_ranges(
+            [
+                (f"{where}: epochs", p.epochs, "> 0", ""),
+                (f"{where}: lr", p.lr, "> 0", ""),
+                (f"{where}: subnets_per_step", p.subnets_per_step, "positive", ""),
+                (f"{where}: warmup_epochs", p.warmup_epochs, ">= 0", ""),
+                (f"{where}: weight_decay", p.weight_decay, ">= 0", ""),
+            ]
+        )
         if p.warmup_epochs > p.epochs:
             raise ValueError(f"{where}: warmup_epochs={p.warmup_epochs} exceeds epochs={p.epochs}")
-        if p.weight_decay is not None and p.weight_decay < 0:
-            raise ValueError(f"{where}: weight_decay={p.weight_decay} must be >= 0")
     # The phase order is checked against the supernet's space in onceforall.training.schedule.
+
+
+# Each rule as the condition a valid value meets, so that NaN (false under every comparison)
+# fails it too.
+_RULES: dict[str, typing.Callable[[Any], bool]] = {
+    "positive": lambda v: v > 0,
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [-2**63, 2**63)": lambda v: -(2**63) <= v < 2**63,  # what torch's generators take
+}
+
+
+def _check_ranges(checks: list[tuple[str, Any, str, str]]) -> None:
+    """``(key, value, rule, note)``: a ValueError ``key=value must be RULE (note)`` for the first
+    value that breaks its rule in :data:`_RULES`. None passes (the field allows it)."""
+    for key, value, rule, note in checks:
+        if value is not None and not _RULES[rule](value):
+            raise ValueError(f"{key}={value} must be {rule}" + (f" ({note})" if note else ""))
