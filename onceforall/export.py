@@ -5,6 +5,7 @@ card: everything a deployment needs to feed the model and to know what it costs 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from onceforall.data import preprocessing
+from onceforall.files import atomic_write, atomic_write_with, fsync_path, temp_path
 
 if TYPE_CHECKING:
     from onceforall.run import Run
@@ -41,35 +43,38 @@ def export_onnx(
     """Write ``model`` (an extracted subnet) to ONNX with a dynamic batch dimension.
 
     The graph's input is ``input`` of shape ``(batch, in_channels, resolution, resolution)`` and
-    its output ``logits`` of shape ``(batch, num_classes)``.
+    its output ``logits`` of shape ``(batch, num_classes)``. Written atomically: ``path`` is
+    either left as it was or holds the whole model.
     """
-    path = Path(path)
     model = model.eval()
     example = torch.zeros(
         1, in_channels, resolution, resolution, device=next(model.parameters()).device
     )
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated upstream in favour of torch.export, which
-        # is ~15x slower on these small static graphs and yields the same ONNX.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return path
+
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated upstream in favour of torch.export,
+            # which is ~15x slower on these small static graphs and yields the same ONNX.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+
+    return atomic_write_with(path, write)
 
 
 def export_torchscript(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model`` scripted with ``torch.jit.script`` (loadable with ``torch.jit.load``)."""
-    path = Path(path)
-    torch.jit.script(model.eval()).save(str(path))
-    return path
+    """Write ``model`` scripted with ``torch.jit.script`` (loadable with ``torch.jit.load``),
+    atomically."""
+    scripted = torch.jit.script(model.eval())
+    return atomic_write_with(path, lambda tmp: scripted.save(tmp))
 
 
 def export_subnet(
@@ -87,11 +92,16 @@ def export_subnet(
 ) -> dict[str, Any]:
     """Write the BN-recalibrated subnet at ``arch`` of a run as ``fmt`` plus ``card.json``.
 
+    Every input is checked before anything is written, and the model file and card are each
+    written to a temporary file beside their target, then renamed into place (the card last):
+    an export that fails leaves ``out_dir`` as it was.
+
     Args:
         run: the trained run (:class:`~onceforall.run.Run`).
         arch: an :class:`~onceforall.arch.ArchConfig` or its string, in the run's space.
         fmt: ``onnx``, ``torchscript`` or ``safetensors``.
-        out_dir: created if missing; must not hold an export already unless ``force``.
+        out_dir: a directory, created if missing; must not hold the files the export writes
+            (the model's and ``card.json``) unless ``force``.
         backend: latency backend for the card (default: onnxruntime for ONNX, else torch-cpu).
         weights: a fine-tuned subnet's weights (``onceforall finetune``) instead of the supernet's.
         force: overwrite an existing export in ``out_dir``.
@@ -110,43 +120,43 @@ def export_subnet(
         with its backend, format, file, and the supernet config needed to rebuild the module.
 
     Raises:
-        ValueError: unknown format or an arch outside the run's space.
-        FileExistsError: ``out_dir`` holds an export and ``force`` is not set.
+        ValueError: unknown format or backend, a backend unusable here when ``measure``
+            (``torch-cuda`` without a GPU), bad ``threads``, an arch outside the run's space,
+            or an ``out_dir`` that cannot be written.
+        FileExistsError: ``out_dir`` holds a file the export writes and ``force`` is not set,
+            or ``out_dir`` is a file.
+        FileNotFoundError: ``weights`` or the ``device``'s latency table is missing.
     """
     from onceforall.predictors import LATENCY_THREADS, measure_latency
+    from onceforall.predictors.timing import BACKENDS, check_backend, resolve_threads
 
-    threads = threads or LATENCY_THREADS
+    # Everything that can fail is checked first: nothing is written until the export is ready.
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} unknown; choose from {', '.join(FORMATS)}")
     arch = run.parse(arch)
-    out = Path(out_dir)
     file_name, default_backend = FORMATS[fmt]
-    if (out / CARD_FILE).exists() and not force:
-        raise FileExistsError(f"{out} already holds an export; pass --force to overwrite it")
+    backend = backend or default_backend
+    threads = resolve_threads(threads or LATENCY_THREADS)
+    if measure:
+        check_backend(backend)  # unknown, or not usable here (torch-cuda without a GPU)
+    elif backend not in BACKENDS:
+        raise ValueError(f"unknown latency backend {backend!r}; choose from {BACKENDS}")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"fine-tuned weights {weights} not found; run `onceforall finetune {run.path} "
+            f"--arch {arch}` first, or export the supernet's weights"
+        )
+    out = Path(out_dir)
+    _check_out_dir(out, [out / file_name, out / CARD_FILE], force)
     on_device = {}
-    if device is not None:  # before anything is written: a missing table is an error
+    if device is not None:  # a missing table is an error
         from onceforall.specialize import Specializer
 
         table = Specializer(run, threads=threads, progress=False, device=device).latency_table
         on_device = {"device": device, "device_latency_ms": table.predict(arch)}
-    out.mkdir(parents=True, exist_ok=True)
     model = run.subnet(arch, weights=weights).cpu()
     data = run.data
     shape = (1, data.in_channels, arch.resolution, arch.resolution)
-    path = out / file_name
-    if fmt == "onnx":
-        export_onnx(model, path, in_channels=data.in_channels, resolution=arch.resolution)
-    elif fmt == "torchscript":
-        export_torchscript(model, path)
-    else:
-        from onceforall.training.checkpoint import save_weights
-
-        save_weights(model, path, {"arch": str(arch)})
-    backend = backend or default_backend
-    latency = None
-    if measure:
-        target = path if fmt == "onnx" and backend == "onnxruntime" else model
-        latency = measure_latency(target, shape, backend, threads=threads)
     card = {
         "arch": str(arch),
         "resolution": arch.resolution,
@@ -163,7 +173,7 @@ def export_subnet(
         "holdout_accuracy": run.accuracy(model, arch, "holdout"),
         "macs": run.net.macs(arch),
         "params": run.net.num_params(arch),
-        "latency_ms": latency,
+        "latency_ms": None,
         "backend": backend,
         "threads": threads if measure else None,
         "batch_size": 1,
@@ -174,10 +184,61 @@ def export_subnet(
         "supernet": run.net.config,
         "run_dir": str(run.path.resolve()),
     }
-    from onceforall.training.checkpoint import atomic_write
+    created = [d for d in (out, *out.parents) if not d.exists()]  # the deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[Path] = []
+    try:
+        model_tmp = temp_path(out / file_name)
+        staged.append(model_tmp)
+        if fmt == "onnx":
+            export_onnx(model, model_tmp, in_channels=data.in_channels, resolution=arch.resolution)
+        elif fmt == "torchscript":
+            export_torchscript(model, model_tmp)
+        else:
+            from onceforall.training.checkpoint import save_weights
 
-    atomic_write(out / CARD_FILE, (json.dumps(card, indent=1) + "\n").encode())
+            save_weights(model, model_tmp, {"arch": str(arch)})
+        if measure:
+            target = model_tmp if fmt == "onnx" and backend == "onnxruntime" else model
+            card["latency_ms"] = measure_latency(target, shape, backend, threads=threads)
+        card_tmp = temp_path(out / CARD_FILE)
+        staged.append(card_tmp)
+        atomic_write(card_tmp, (json.dumps(card, indent=1) + "\n").encode())
+        # Both files are whole on disk: the model takes its place, then the card describing it.
+        os.replace(model_tmp, out / file_name)
+        os.replace(card_tmp, out / CARD_FILE)
+    except BaseException:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in created:  # folders this export made, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    fsync_path(out)  # make the renames durable
     return card
+
+
+def _check_out_dir(out: Path, targets: list[Path], force: bool) -> None:
+    """A clear error for an export directory that cannot be written, or whose files the export
+    would overwrite without ``force``."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose a directory")
+    base = next(d for d in (out, *out.parents) if d.exists())  # where the writing starts
+    if not base.is_dir():
+        raise FileExistsError(f"{base} is a file, so {out} cannot be created; choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{base} is not writable: cannot export to {out}; choose another --out")
+    for target in targets:
+        if target.is_dir():
+            raise FileExistsError(f"{target} is a directory; remove it or choose another --out")
+    existing = [str(t) for t in targets if t.exists() or t.is_symlink()]
+    if existing and not force:
+        raise FileExistsError(
+            f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass "
+            "--force to overwrite, or choose another --out"
+        )
 
 
 def load_exported(out_dir: str | Path) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Atomic file writes: what every file of a run directory goes through.
+"""Atomic file writes: what every file of a run directory and of an export goes through.
 
 A process killed at any moment must leave each file either as it was or whole: written to a
 temporary name in the same folder, fsynced, renamed over the target, and the rename made durable.
@@ -8,27 +8,45 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "atomic_write_with", "fsync_path", "temp_path"]
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's contents, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: str | Path) -> Path:
+    """A new, empty temporary file beside ``path`` (hidden, ``.tmp``), to be renamed over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write_with(path: str | Path, write: Callable[[str], object]) -> Path:
+    """``write(tmp)`` (a writer that takes a file name, as exporters do) to a temporary file in
+    the same folder, fsynced, then renamed over ``path``; the rename made durable."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        write(str(tmp))
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)  # make the rename itself durable
+    return path
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -58,9 +58,10 @@ def latency_table_path(
     batch size and device, so tables of different devices never mix. ``device`` names one
     measured elsewhere through a latency kit (``onceforall latency import``); by default the
     table is this machine's (its GPU for ``torch-cuda``, else its CPU model)."""
-    from onceforall.predictors.timing import cpu_name
+    from onceforall.predictors.timing import check_backend, cpu_name
 
-    if device is None:
+    if device is None:  # this machine's: the backend must run here (torch-cuda needs a GPU)
+        check_backend(backend)
         device = torch.cuda.get_device_name() if backend == "torch-cuda" else cpu_name()
     return run.path / "latency" / f"{backend}-t{threads}-b{batch_size}-{device_slug(device)}.json"
 
@@ -193,6 +194,12 @@ class Specializer:
                 f"{measured}; measuring it again for version {LAYERS_VERSION}",
                 file=sys.stderr,
             )
+        return self.measure_latency_table()
+
+    def measure_latency_table(self) -> LatencyTable:
+        """This machine's table for the backend measured now, then saved over any earlier one
+        (atomically: until the new table is complete, an earlier one stays)."""
+        path = latency_table_path(self.run, self.backend, self.threads)
         if self.progress:
             print(f"measuring the latency table ({self.backend}, {self.threads} threads): {path}")
         if self.backend != "torch-cuda":
@@ -216,6 +223,7 @@ class Specializer:
         )
         path.parent.mkdir(exist_ok=True)
         table.save(path)
+        self.__dict__["latency_table"] = table  # what the cached property now gives
         return table
 
     @cached_property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -146,6 +147,85 @@ def test_export_errors_name_the_problem(run, tmp_path, capsys):
     assert code == 2 and "not a onceforall run directory" in capsys.readouterr().err
 
 
+def _export_argv(run: Run, arch, fmt: str, out, *more: str) -> list[str]:
+    return ["export", str(run.path), "--arch", str(arch), "--format", fmt, "--out", str(out),
+            *more]  # fmt: skip
+
+
+def _contents(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
+def test_export_never_overwrites_a_file_it_would_write_without_force(run, tmp_path, capsys, fmt):
+    """A directory holding a model file of the name the export writes, and no card: refused
+    before any work, the file named and left as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    name = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": "model.safetensors"}
+    (out / name[fmt]).write_bytes(b"the user's own model")
+    code = cli_main(_export_argv(run, _arch(run), fmt, out, "--no-measure"))
+    err = capsys.readouterr().err
+    assert code == 2 and str(out / name[fmt]) in err and "--force" in err
+    assert _contents(out) == {name[fmt]: b"the user's own model"}  # no card, no stray file
+
+
+def test_a_failed_forced_export_keeps_the_previous_export(run, tmp_path, capsys, monkeypatch):
+    """An export over another with --force either lands whole or leaves the previous model and
+    its card byte for byte: bad input is refused before anything is written, and a failure
+    while writing (here, in the timing after the model file is written) loses nothing."""
+    import onceforall.predictors
+
+    small, large = run.net.space.smallest(), run.net.space.largest()
+    out = tmp_path / "e"
+    for fmt in ("safetensors", "onnx"):
+        assert cli_main(_export_argv(run, small, fmt, out, "--no-measure", "--force")) == 0
+        before = _contents(out)
+        if not torch.cuda.is_available():  # an unusable backend, refused up front
+            argv = _export_argv(run, large, fmt, out, "--force", "--backend", "torch-cuda")
+            assert cli_main(argv) == 2 and "torch-cuda" in capsys.readouterr().err
+            assert _contents(out) == before
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("the machine failed while timing")
+
+        monkeypatch.setattr(onceforall.predictors, "measure_latency", fail)
+        with pytest.raises(RuntimeError, match="while timing"):
+            export_subnet(run, large, fmt, out, force=True)
+        assert _contents(out) == before  # no temporary file left either
+        monkeypatch.undo()
+    # The forced export lands whole: the largest arch's model and card.
+    card = export_subnet(run, large, "onnx", out, force=True, measure=False)
+    assert json.loads((out / "card.json").read_text()) == card and card["arch"] == str(large)
+    assert (out / "model.onnx").read_bytes() != before["model.onnx"]
+
+
+def test_export_to_a_file_is_a_clear_error(run, tmp_path, capsys):
+    arch = _arch(run)
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("keep me")
+    code = cli_main(_export_argv(run, arch, "onnx", user_file, "--no-measure"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{user_file} is a file, not a directory" in err
+    code = cli_main(_export_argv(run, arch, "onnx", user_file / "sub", "--no-measure", "--force"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{user_file} is a file, so {user_file / 'sub'} cannot be created" in err
+    assert user_file.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
+def test_export_to_an_unwritable_directory_is_a_clear_error(run, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code = cli_main(_export_argv(run, _arch(run), "onnx", locked / "m", "--no-measure"))
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err
+    assert code == 2 and f"{locked} is not writable" in err and not (locked / "m").exists()
+
+
 def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys, monkeypatch):
     import shutil
 
@@ -177,6 +257,9 @@ def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys, m
     assert alone["kd_ratio"] == 0.0 and len(targets) == 2
     with pytest.raises(ValueError, match="kd_ratio=-1"):
         finetune(run, arch, kd_ratio=-1.0, force=True, progress=False)
+    for bad in ({"epochs": float("nan")}, {"lr": float("inf")}, {"kd_ratio": float("nan")}):
+        with pytest.raises(ValueError, match="finite"):  # would train NaN weights, or crash
+            finetune(run, arch, force=True, progress=False, **bad)
     with pytest.raises(FileExistsError, match="--force"):
         finetune(run, arch, epochs=0.2, progress=False)
     # The fine-tuned weights differ from the supernet's and are what --finetuned exports.
@@ -233,6 +316,14 @@ def test_search_cli_infeasible_budget_fails_at_once(run, capsys):
     smallest = run.net.macs(run.net.space.smallest())
     assert f"{smallest:,}" in err and "infeasible" in err
     assert not (run.path / "accuracy_dataset.jsonl").exists()  # nothing slow ran
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
+def test_search_and_latency_on_torch_cuda_without_a_gpu_are_refused(run, capsys):
+    for argv in (["search", str(run.path), "--backend", "torch-cuda", "--latency-ms", "5"],
+                 ["latency", "build", str(run.path), "--backend", "torch-cuda"]):  # fmt: skip
+        assert cli_main(argv) == 2
+        assert "'torch-cuda' needs a CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -401,3 +492,36 @@ def test_latency_cli_builds_refuses_to_overwrite_and_validates(tiny_run, tmp_pat
     assert "the latency table's fitting subnets now take" in out
     assert cli_main(["latency", "validate", str(run_dir), *common[:4], "--repeats", "0"]) != 0
     assert "--repeats 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_latency_build_force_keeps_the_old_table_until_the_new_one_is_complete(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    """`latency build --force` measures first and replaces the old table only with a complete
+    new one: interrupted (Ctrl-C) while measuring, the old table stays as it was."""
+    import shutil
+
+    from onceforall.predictors import latency_build
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    argv = ["latency", "build", str(run_dir), "--backend", "torch-cpu", "--threads", "1",
+            "--warmup", "0", "--repeats", "1", "--n", "0"]  # fmt: skip
+    assert cli_main(argv) == 0
+    (table,) = (run_dir / "latency").iterdir()
+    before = table.read_bytes()
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(latency_build, "measure_many", interrupt)
+        try:
+            code = cli_main([*argv, "--force"])
+        except KeyboardInterrupt:
+            code = 130  # the status the CLI gives an interruption
+    assert code == 130
+    assert list((run_dir / "latency").iterdir()) == [table] and table.read_bytes() == before
+    capsys.readouterr()
+    assert cli_main([*argv, "--force"]) == 0  # measured again, in its place
+    assert list((run_dir / "latency").iterdir()) == [table] and table.read_bytes() != before

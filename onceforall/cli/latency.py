@@ -42,8 +42,9 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     if args.action == "build" and path.is_file():
         if not args.force:
             raise FileExistsError(f"{path} exists; pass --force to measure it again")
-        path.unlink()
-    table = spec.latency_table
+        table = spec.measure_latency_table()  # the old table stays until this one is whole
+    else:
+        table = spec.latency_table
     print(f"{table!r}: {path}")
     check = round_validation(table) if args.action == "build" else None
     if check is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ from onceforall.training.optim import make_optimizer, weight_decay_groups
 from onceforall.training.schedule import lr_at, step_generator
 
 __all__ = ["finetune", "finetuned_path", "scratch_subnet", "train_subnet_loop"]
+
+
+def _check_schedule(epochs: float, lr: float) -> None:
+    if not all(math.isfinite(v) and v > 0 for v in (epochs, lr)):
+        raise ValueError(f"epochs={epochs} and lr={lr} must be positive finite numbers")
 
 
 def finetuned_path(run: Run, arch: ArchConfig) -> Path:
@@ -75,12 +81,11 @@ def finetune(
         ValueError: bad arguments or an arch outside the run's space.
     """
     arch = run.parse(arch)
-    if epochs <= 0 or lr <= 0:
-        raise ValueError(f"epochs={epochs} and lr={lr} must be positive")
+    _check_schedule(epochs, lr)
     if kd_ratio is None:
         kd_ratio = run.config.distill.kd_ratio or 1.0
-    if kd_ratio < 0:
-        raise ValueError(f"kd_ratio={kd_ratio} must be >= 0")
+    if not kd_ratio >= 0 or math.isinf(kd_ratio):  # NaN fails the first test
+        raise ValueError(f"kd_ratio={kd_ratio} must be a finite number >= 0")
     path = finetuned_path(run, arch)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (arch fine-tuned before); pass --force to redo it")
@@ -176,8 +181,7 @@ def train_subnet_loop(
         ``{"steps", "images", "seconds", "final_loss"}``; ``images`` counts images through the
         model's forward and backward passes (teacher forwards not counted).
     """
-    if epochs <= 0 or lr <= 0:
-        raise ValueError(f"epochs={epochs} and lr={lr} must be positive")
+    _check_schedule(epochs, lr)
     config = run.config
     batch_size = batch_size or config.batch_size
     steps_per_epoch = len(run.data.train) // batch_size
