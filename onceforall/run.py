@@ -54,6 +54,12 @@ class Run:
             FileNotFoundError: no run there, or it is not finished (the message says what to do).
         """
         path = Path(path)
+        if not path.is_dir():
+            what = "is a file, not a run directory" if path.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"{path} {what}; give the --out directory of `onceforall train CONFIG --out "
+                "RUN_DIR`"
+            )
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"{path} is not a onceforall run directory (no {CONFIG_FILE}); train one with "

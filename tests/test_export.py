@@ -525,3 +525,20 @@ def test_latency_build_force_keeps_the_old_table_until_the_new_one_is_complete(
     capsys.readouterr()
     assert cli_main([*argv, "--force"]) == 0  # measured again, in its place
     assert list((run_dir / "latency").iterdir()) == [table] and table.read_bytes() != before
+
+
+def test_cli_counts_and_paths_are_checked_before_any_work(run, tmp_path, capsys):
+    """Counts that cannot mean anything, and a plot format matplotlib cannot write, stop the
+    command at once with the option named (no accuracy dataset or table is measured first)."""
+    for option, value in (("--top", "0"), ("--points", "0"), ("--samples", "-1"),
+                          ("--threads", "0"), ("--plot", "notes.txt")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["search", str(run.path), "--macs", "5M", option, value])
+        assert exit_info.value.code == 2
+        assert option in capsys.readouterr().err
+    for argv, message in (
+        (["latency", "list", str(tmp_path / "nope")], "does not exist"),
+        (["search", str(run.path / "config.yaml")], "is a file, not a run directory"),
+    ):
+        assert cli_main(argv) == 2
+        assert message in capsys.readouterr().err

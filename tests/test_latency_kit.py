@@ -132,6 +132,16 @@ def test_another_harness_measurements_import_with_the_kit_beside_them(net, measu
         elsewhere.write_text(json.dumps({k: v for k, v in minimal.items() if k != "device"}))
         with pytest.raises(ValueError, match="lacks"):
             read_measurements(elsewhere, measured_kit)
+        # Hand-edited files: each a clear error, not a traceback or a table of nonsense.
+        for edited, message in (
+            ([minimal], "holds a JSON list"),
+            ({**minimal, "device": "x"}, "lacks"),
+            ({**minimal, "ms": [True] * len(minimal["ms"])}, "positive numbers"),
+            ({**minimal, "threads": -3}, "threads=-3 must be a whole number >= 1"),
+        ):
+            elsewhere.write_text(json.dumps(edited))
+            with pytest.raises(ValueError, match=message):
+                read_measurements(elsewhere, measured_kit)
     finally:
         beside.unlink()
     copy = tmp_path / "kit_copy"

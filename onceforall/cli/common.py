@@ -8,10 +8,13 @@ __all__ = [
     "BACKENDS",
     "PICK_COLUMNS",
     "add_timing_args",
+    "count",
     "drift_line",
+    "plot_file",
     "print_table",
     "quantity",
     "read_timing",
+    "whole",
 ]
 
 BACKENDS = ("onnxruntime", "torch-cpu", "torch-cuda")
@@ -26,6 +29,24 @@ def quantity(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number like 2500000, 2.5e6 or 2.5M"
         ) from None
+
+
+def count(text: str) -> int:
+    """A positive whole number (a count of subnets, images, points, threads, calls)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def plot_file(text: str) -> str:
+    """A plot's file name, whose suffix says the format: checked before any work is done."""
+    if not text.lower().endswith((".png", ".pdf", ".svg")):
+        raise argparse.ArgumentTypeError(f"{text!r}: a plot is written as .png, .pdf or .svg")
+    return text
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -61,6 +82,17 @@ PICK_COLUMNS = [
 ]
 
 
+def whole(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def read_timing(args: argparse.Namespace) -> dict[str, int | None]:
     """``--warmup`` and ``--repeats`` (None where not given), checked."""
     timing = {"warmup": args.warmup, "repeats": args.repeats}
@@ -71,6 +103,7 @@ def read_timing(args: argparse.Namespace) -> dict[str, int | None]:
 
 
 def add_timing_args(parser: argparse.ArgumentParser, warmup: str, repeats: str) -> None:
+    # Checked by read_timing, whose message says what each must be.
     parser.add_argument("--warmup", type=int, help=warmup)
     parser.add_argument("--repeats", type=int, help=repeats)
 

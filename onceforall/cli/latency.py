@@ -8,9 +8,11 @@ import sys
 from onceforall.cli.common import (
     BACKENDS,
     add_timing_args,
+    count,
     drift_line,
     print_table,
     read_timing,
+    whole,
 )
 
 
@@ -194,10 +196,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "default: the measurements file's directory)",
     )
     la.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
-    la.add_argument("--threads", type=int)
+    la.add_argument("--threads", type=count)
     la.add_argument(
         "--n",
-        type=int,
+        type=whole,
         help="random subnets to validate on (validate: 30; build and kit: 20, timed in the same "
         "rounds as the layers)",
     )

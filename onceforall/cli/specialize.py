@@ -9,7 +9,9 @@ from onceforall.cli.common import (
     BACKENDS,
     PICK_COLUMNS,
     add_timing_args,
+    count,
     drift_line,
+    plot_file,
     print_table,
     quantity,
     read_timing,
@@ -210,19 +212,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=("latency_ms", "macs"),
         help="the front's cost axis (with --pareto)",
     )
-    se.add_argument("--points", type=int, default=8, help="front archs to measure (--pareto)")
-    se.add_argument("--plot", help="PNG of the front (default RUN_DIR/pareto-*.png)")
-    se.add_argument("--top", type=int, default=3, help="distinct archs to report")
-    se.add_argument("--samples", type=int, default=500, help="subnets for the accuracy dataset")
+    se.add_argument("--points", type=count, default=8, help="front archs to measure (--pareto)")
+    se.add_argument(
+        "--plot",
+        type=plot_file,
+        help="the front's plot, .png/.pdf/.svg (default RUN_DIR/pareto-*.png)",
+    )
+    se.add_argument("--top", type=count, default=3, help="distinct archs to report")
+    se.add_argument("--samples", type=count, default=500, help="subnets for the accuracy dataset")
     se.add_argument(
         "--calibration-images",
-        type=int,
+        type=count,
         help="holdout images each subnet's BN is recalibrated on (default 2000)",
     )
     se.add_argument(
-        "--eval-images", type=int, help="holdout images each subnet is evaluated on (default: all)"
+        "--eval-images",
+        type=count,
+        help="holdout images each subnet is evaluated on (default: all)",
     )
-    se.add_argument("--threads", type=int, help="latency threads (default 1)")
+    se.add_argument("--threads", type=count, help="latency threads (default 1)")
     se.add_argument(
         "--device",
         help="search with the latency table of a device measured through a latency kit "
@@ -247,7 +255,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--backend", choices=BACKENDS, help="latency backend for the card")
     ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")
     ex.add_argument("--no-measure", action="store_true", help="do not time the model")
-    ex.add_argument("--threads", type=int, help="latency threads (default 1, as search's tables)")
+    ex.add_argument("--threads", type=count, help="latency threads (default 1, as search's tables)")
     ex.add_argument(
         "--device",
         help="also record the latency predicted on a device measured through a latency kit",

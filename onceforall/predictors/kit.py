@@ -187,6 +187,11 @@ def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[s
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not JSON ({exc}); copy measurements.json over again") from exc
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(data).__name__}, not the measurements of a latency kit; "
+            "copy the measurements.json the kit's measure.py wrote"
+        )
     fmt, version = data.get("format"), data.get("version")
     if fmt != onnx_timing.MEASUREMENTS_FORMAT or version != onnx_timing.KIT_VERSION:
         raise ValueError(
@@ -213,11 +218,15 @@ def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[s
     models = manifest.get("models", [])
     if not isinstance(ms, list) or len(ms) != len(models):
         raise ValueError(f"{path}: {len(ms or [])} times for the kit's {len(models)} models")
-    if not all(isinstance(v, (int, float)) and v > 0 for v in ms):
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in ms):
         raise ValueError(f"{path}: times must be positive numbers of milliseconds")
     missing = [k for k in ("device", "threads", "warmup", "repeats") if k not in data]
-    if missing or not data["device"].get("name"):
+    if missing or not isinstance(data["device"], dict) or not data["device"].get("name"):
         raise ValueError(f"{path} lacks {missing or ['device.name']}")
+    for key, least in (("threads", 1), ("warmup", 0), ("repeats", 1)):
+        value = data[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{path}: {key}={value!r} must be a whole number >= {least}")
     return {**data, "manifest": manifest}
 
 
