@@ -1,7 +1,7 @@
 """Extracted subnets on CPU: contiguous weights against channels-last ones, channels-last input.
 
     .venv/bin/python -m benchmarks.memory_format [--families mbv3_small_images,...]
-        [--archs largest,smallest] [--batch 128] [--rounds 20] [--threads N]
+        [--archs largest,smallest] [--batch 128] [--rounds 20] [--threads N] [--subnets 12]
 
 ``Supernet.extract`` gives contiguous weights (what export and safetensors want). Evaluation
 feeds channels-last batches on CPU (``onceforall.training.bn.evaluation_format``), the trainer's
@@ -11,6 +11,12 @@ forward (``torch.inference_mode``, what BN recalibration and accuracy run) of th
 with contiguous and with channels-last weights, on the same channels-last input, interleaved
 round by round (each first in every other round), and prints the median milliseconds and their
 ratio (channels-last / contiguous), with the load average (anything else running skews it).
+
+Then, per family, the accuracy dataset's unit of work on ``--subnets`` random subnets: extract
+the subnet, recalibrate its batch norm on 2,000 images and classify 2,000 (batches of 500, as
+``onceforall search`` does), each subnet done both ways in alternating order; it prints the
+median seconds per subnet. Fresh weights matter here: each subnet's first calls pay oneDNN's
+set-up for its shapes and weights.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 
 import onceforall as ofa
 from benchmarks.elastic_overhead import timed_archs
+from onceforall.training.bn import recalibrate_bn
 
 
 def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -34,7 +41,7 @@ def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
         return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--families", default="mbv3_small_images,proxyless_small_images,"
                    "resnet_small_images")  # fmt: skip
@@ -43,7 +50,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args()
+    p.add_argument("--subnets", type=int, default=12, help="random subnets evaluated per family")
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     wanted = args.archs.split(",")
     print(
@@ -76,6 +84,38 @@ def main() -> None:
                 f"{family:24} {label:9} {ms['contiguous']:14.2f} {ms['channels-last']:17.2f} "
                 f"{ratio:6.3f}"
             )
+    if args.subnets:
+        print(f"\n# per subnet: extract, recalibrate on 2,000 images, classify 2,000 "
+              f"({args.subnets} random subnets)")  # fmt: skip
+        print(f"{'family':24} {'contiguous s':>13} {'channels-last s':>16} {'ratio':>6}")
+        for family in args.families.split(","):
+            net = ofa.create_supernet(family, num_classes=10, in_channels=1)
+            per = _per_subnet(net, args.subnets)
+            ratio = per["channels-last"] / per["contiguous"]
+            c, cl = per["contiguous"], per["channels-last"]
+            print(f"{family:24} {c:13.3f} {cl:16.3f} {ratio:6.3f}")
+
+
+def _per_subnet(net: ofa.Supernet, n: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {"contiguous": [], "channels-last": []}
+    for i in range(n):
+        arch = net.space.sample(g)
+        r = arch.resolution
+        batches = [torch.randn(500, 1, r, r, generator=g).contiguous(
+            memory_format=torch.channels_last) for _ in range(4)]  # fmt: skip
+        order = list(times) if i % 2 else list(times)[::-1]
+        for k in order:
+            start = time.perf_counter()
+            sub = net.extract(arch)
+            if k == "channels-last":
+                sub.to(memory_format=torch.channels_last)
+            recalibrate_bn(sub, arch, batches)
+            with torch.inference_mode():
+                for x in batches:
+                    sub(x)
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 if __name__ == "__main__":

@@ -442,3 +442,16 @@ def test_train_throughput_times_the_trainer_and_a_static_loop_on_one_subnet(tmp_
     mixed = dataclasses.replace(arch, kernel_sizes=((3, 5), *arch.kernel_sizes[1:]))
     with pytest.raises(ValueError, match="not uniform"):
         train_throughput.one_arch_config(config, mixed, log_every=1)
+
+
+def test_memory_format_benchmark_times_both_formats(capsys):
+    from benchmarks import memory_format
+
+    memory_format.main(
+        ["--families", "mbv3_small_images", "--archs", "smallest", "--batch", "2", "--rounds",
+         "1", "--warmup", "0", "--threads", "1", "--subnets", "1"]
+    )  # fmt: skip
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("mbv3_small_images")]  # fmt: skip
+    assert [len(r) for r in rows] == [5, 4]  # the eval forward, then the per-subnet work
+    assert all(float(v) > 0 for r in rows for v in r[-3:])

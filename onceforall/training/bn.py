@@ -57,9 +57,11 @@ def batches(
 
 def evaluation_format(device: torch.device) -> torch.memory_format:
     """The memory format evaluation gives its batches and subnets on ``device``: channels-last
-    on CPU, where oneDNN runs these convolutions fastest in it (an mbv3_small_images full
-    network's forward at batch 128 took about 20% less time than with contiguous weights on
-    the 2-core development machine), contiguous elsewhere."""
+    on CPU, where oneDNN runs these convolutions fastest in it, contiguous elsewhere.
+
+    ``extract`` gives contiguous weights; on channels-last input, a subnet with channels-last
+    weights evaluated in 0.51-0.68 of the time per subnet (extract, recalibrate, classify) on
+    the 2-core development machine (``python -m benchmarks.memory_format``, docs/results.md)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
