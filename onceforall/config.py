@@ -428,8 +428,8 @@ def _validate(c: TrainConfig) -> None:
             ("log_every", c.log_every, "positive", ""),
             ("num_threads", c.num_threads, ">= 0", "0 or null: torch's default"),
             ("checkpoint_minutes", c.checkpoint_minutes, ">= 0", "0: every step"),
-            ("seed", c.seed, "in [-2**63, 2**63)", ""),
-            ("data.split_seed", c.data.split_seed, "in [-2**63, 2**63)", ""),
+            ("seed", c.seed, "in [-2**63, 2**64)", ""),
+            ("data.split_seed", c.data.split_seed, "in [-2**63, 2**64)", ""),
             # Training recalibrates batch norm, and evaluates each epoch, on holdout images.
             ("data.holdout_size", c.data.holdout_size, "positive", "evaluation needs a holdout"),
             ("model.width_mult", m.width_mult, "> 0", "or null: the family's default"),
@@ -476,7 +476,7 @@ _RULES: dict[str, typing.Callable[[Any], bool]] = {
     "> 0": lambda v: v > 0,
     ">= 0": lambda v: v >= 0,
     "in [0, 1)": lambda v: 0 <= v < 1,
-    "in [-2**63, 2**63)": lambda v: -(2**63) <= v < 2**63,  # what torch's generators take
+    "in [-2**63, 2**64)": lambda v: -(2**63) <= v < 2**64,  # what torch.manual_seed takes
 }
 
 

@@ -473,10 +473,7 @@ def _open_rgb(path: str):
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(
-            f"{path} is not a readable image ({exc}); remove or replace it, then continue the "
-            "run with --resume"
-        ) from None
+        raise ValueError(f"{path} is not a readable image ({exc}); remove or replace it") from None
 
 
 class KeyedSubset(Subset):

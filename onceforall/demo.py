@@ -26,7 +26,7 @@ from onceforall.predictors.latency_validation import round_validation
 from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
 from onceforall.training.bn import batches
-from onceforall.training.checkpoint import atomic_write
+from onceforall.training.checkpoint import atomic_write, is_run_dir
 
 __all__ = ["PRESETS", "DemoSettings", "preset_config", "run_demo"]
 
@@ -127,17 +127,30 @@ def _ort_test_accuracy(onnx_path: Path, run: Run, resolution: int) -> float:
 _MARKER = ".onceforall-demo"
 
 
+def _is_demo_dir(out: Path) -> bool:
+    """The mark, a finished demo's results.json, or only the run/ an interrupted demo of a
+    version without the mark left (its training continues)."""
+    if (out / _MARKER).is_file():
+        return True
+    try:
+        results = json.loads((out / "results.json").read_text())
+        if isinstance(results, dict) and {"preset", "picks", "commands"} <= results.keys():
+            return True
+    except (OSError, ValueError):
+        pass
+    return [p.name for p in out.iterdir()] == ["run"] and is_run_dir(out / "run")
+
+
 def _claim(out: Path) -> None:
     """Make ``out`` the demo's directory, refusing one that holds anything else: the demo
     replaces its report, plots and models on every run, and must not replace a user's files."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
-    ours = (out / _MARKER).is_file() or (out / "results.json").is_file()
-    if out.is_dir() and any(out.iterdir()) and not ours:
+    if out.is_dir() and any(out.iterdir()) and not _is_demo_dir(out):
         raise FileExistsError(
             f"--out {out} is not empty and is not a directory `onceforall demo` wrote (no "
-            f"{_MARKER} or results.json in it): the demo would replace files there; choose "
-            "another --out"
+            f"{_MARKER}, no demo's results.json, no run/ of onceforall train): the demo would "
+            "replace files there; choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / _MARKER).touch()

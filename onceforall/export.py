@@ -144,7 +144,7 @@ def export_subnet(
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(
             f"fine-tuned weights {weights} not found; run `onceforall finetune {run.path} "
-            f"--arch {arch}` first, or export the supernet's weights"
+            f"--arch {arch}` first, or export the supernet's weights (without --finetuned)"
         )
     out = Path(out_dir)
     _check_out_dir(out, [out / file_name, out / CARD_FILE], force)

@@ -23,11 +23,25 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_path(path: str | Path) -> Path:
-    """A new, empty temporary file beside ``path`` (hidden, ``.tmp``), to be renamed over it."""
+    """A new, empty temporary file beside ``path`` (hidden, ``.tmp``), to be renamed over it.
+
+    It has the permissions ``path`` has, or a new file would get (``mkstemp`` makes it readable
+    by its owner alone, and the rename would keep that: exported models unreadable by a server
+    running as another user)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

@@ -194,10 +194,21 @@ def test_demo_refuses_a_directory_it_did_not_write(tmp_path):
         run_demo(out / "report.html", "smoke", progress=False)
     fresh = tmp_path / "fresh"
     _claim(fresh)  # new or empty: the demo's from now on, and so on every later run
-    (fresh / "results.json").unlink(missing_ok=True)
     (fresh / "report.html").write_text("the demo's")
     _claim(fresh)
     assert (fresh / _MARKER).is_file()
+    # A results.json is the demo's only with the demo's keys: the name is common.
+    (out / "results.json").write_text('{"accuracy": 0.9}')
+    with pytest.raises(FileExistsError, match="is not a directory `onceforall demo` wrote"):
+        _claim(out)
+    # An interrupted demo of a version without the mark left only its run: continued.
+    older = tmp_path / "older"
+    (older / "run").mkdir(parents=True)
+    (older / "run" / "config.yaml").write_text(
+        "# resolved config of this run; `onceforall train` wrote it\nseed: 0\n"
+    )
+    _claim(older)
+    assert (older / _MARKER).is_file()
 
 
 def test_demo_family_overrides_the_presets_family(monkeypatch, tmp_path):

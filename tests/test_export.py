@@ -170,6 +170,24 @@ def test_export_never_overwrites_a_file_it_would_write_without_force(run, tmp_pa
     assert _contents(out) == {name[fmt]: b"the user's own model"}  # no card, no stray file
 
 
+def test_exported_files_get_the_usual_permissions(run, tmp_path):
+    """Staged through a temporary file (which mkstemp makes readable by its owner alone), the
+    model and card still get what a new file gets (the umask's), so a server running as
+    another user can read them; a --force export keeps a replaced file's mode."""
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "m"
+        assert cli_main(_export_argv(run, _arch(run), "onnx", out, "--no-measure")) == 0
+        assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+            "model.onnx": 0o644, "card.json": 0o644}  # fmt: skip
+        (out / "model.onnx").chmod(0o640)
+        argv = _export_argv(run, _arch(run), "onnx", out, "--no-measure", "--force")
+        assert cli_main(argv) == 0
+        assert (out / "model.onnx").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_a_failed_forced_export_keeps_the_previous_export(run, tmp_path, capsys, monkeypatch):
     """An export over another with --force either lands whole or leaves the previous model and
     its card byte for byte: bad input is refused before anything is written, and a failure
@@ -516,11 +534,8 @@ def test_latency_build_force_keeps_the_old_table_until_the_new_one_is_complete(
 
     with monkeypatch.context() as m:
         m.setattr(latency_build, "measure_many", interrupt)
-        try:
-            code = cli_main([*argv, "--force"])
-        except KeyboardInterrupt:
-            code = 130  # the status the CLI gives an interruption
-    assert code == 130
+        code = cli_main([*argv, "--force"])
+    assert code == 130  # the status the CLI gives an interruption
     assert list((run_dir / "latency").iterdir()) == [table] and table.read_bytes() == before
     capsys.readouterr()
     assert cli_main([*argv, "--force"]) == 0  # measured again, in its place

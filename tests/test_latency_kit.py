@@ -137,6 +137,7 @@ def test_another_harness_measurements_import_with_the_kit_beside_them(net, measu
             ([minimal], "holds a JSON list"),
             ({**minimal, "device": "x"}, "lacks"),
             ({**minimal, "ms": [True] * len(minimal["ms"])}, "positive numbers"),
+            ({**minimal, "ms": [float("inf")] * len(minimal["ms"])}, "positive numbers"),
             ({**minimal, "threads": -3}, "threads=-3 must be a whole number >= 1"),
         ):
             elsewhere.write_text(json.dumps(edited))

@@ -194,9 +194,12 @@ def test_import_reference_cli_makes_a_run_that_exports(tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(run.net(x), ref(x), atol=1e-5, rtol=1e-4)
 
-    # Never overwritten without --force; a family the checkpoint is not is refused.
+    # Never overwritten without --force, and replaced with it (an imported run is a run).
     assert main([*argv, *settings]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main([*argv, *settings, "--force"]) == 0
+    capsys.readouterr()
+    # A family the checkpoint is not is refused.
     other = ["import-reference", str(CONFIGS / "imagenet_resnet50d.yaml"), str(ckpt), "--out", "x"]
     assert main([*other, *settings]) == 2
     assert "pass model.family=mbv3" in capsys.readouterr().err

@@ -694,7 +694,8 @@ def test_run_directory_guards(tmp_path, capsys):
     cfg = _write(tmp_path, TINY)
     project = tmp_path / "project"
     project.mkdir()
-    (project / "config.yaml").write_text("model: mine\n")  # a common file name, not a run
+    (project / "config.yaml").write_text("model: mine\n")  # common file names, not a run
+    (project / "checkpoint.json").write_text('{"step": 3}')
     (project / "main.py").write_text("print('hello')\n")
     before = {p.name: p.read_bytes() for p in project.iterdir()}
     cases = [

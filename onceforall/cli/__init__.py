@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     # Errors of the user's input, files or machine: a message, not a traceback. OSError covers
     # missing, existing, unwritable and misnamed paths; FloatingPointError a diverged training.
     except (ValueError, OSError, FloatingPointError, SafetensorError) as exc:
-        print(f"onceforall {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
+            message = message.strip().splitlines()[-1]
+        print(f"onceforall {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ""

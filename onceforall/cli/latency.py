@@ -30,6 +30,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         raise ValueError(f"unexpected argument {args.file!r}: {parser_hint}")
     if args.action == "list":
         return _latency_list(run)
+    if args.action == "validate" and args.n is not None and args.n < 2:
+        raise ValueError(f"--n {args.n}: validate needs at least 2 subnets (MAPE, Spearman)")
     from onceforall.predictors.latency_validation import round_validation, validate_latency
     from onceforall.specialize import Specializer, latency_table_path
 

@@ -25,6 +25,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from onceforall.run import Run
     from onceforall.specialize import Specializer, device_slug
 
+    timed_here = args.latency_ms is not None or not args.no_measure
+    if args.device is None and (timed_here or (args.pareto and args.objective == "latency_ms")):
+        from onceforall.predictors.timing import check_backend
+
+        check_backend(args.backend)  # a backend that cannot run here: before any work
     run = Run.open(args.run_dir)
     timing = {f"latency_{k}": v for k, v in read_timing(args).items() if v is not None}
     spec = Specializer(
@@ -134,12 +139,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.finetuned:
         from onceforall.training.finetune import finetuned_path
 
-        weights = finetuned_path(run, run.parse(args.arch))
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"no fine-tuned copy of this arch in {run.path}; run `onceforall finetune "
-                f"{run.path} --arch {args.arch}` first, or export without --finetuned"
-            )
+        weights = finetuned_path(run, run.parse(args.arch))  # export_subnet says if missing
     card = export_subnet(
         run,
         args.arch,

@@ -33,7 +33,12 @@ from tqdm import tqdm
 from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.data import DataBundle, resize_batch
 from onceforall.supernets import Supernet
-from onceforall.training.bn import batches, evaluation_format, recalibrate_bn
+from onceforall.training.bn import (
+    batches,
+    evaluation_format,
+    evaluation_subnet,
+    recalibrate_bn,
+)
 from onceforall.training.checkpoint import atomic_write
 
 __all__ = [
@@ -151,7 +156,7 @@ class SubnetEvaluator:
         ``(n_eval,)`` bool tensor in holdout order (per-image outcomes, for noise studies)."""
         # Extraction measured as fast as recalibrating the supernet itself through set_active
         # (~20 ms per subnet, <2% of an evaluation) and it leaves the supernet's buffers alone.
-        sub = self.net.extract(arch).to(memory_format=evaluation_format(self.device))
+        sub = evaluation_subnet(self.net, arch)
         cal, ev = self._inputs(arch.resolution)
         recalibrate_bn(sub, arch, cal)  # its own resize is a no-op on these
         with torch.inference_mode():

@@ -22,6 +22,7 @@ kit carries the same measurement there:
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -218,7 +219,9 @@ def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[s
     models = manifest.get("models", [])
     if not isinstance(ms, list) or len(ms) != len(models):
         raise ValueError(f"{path}: {len(ms or [])} times for the kit's {len(models)} models")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in ms):
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in ms
+    ):
         raise ValueError(f"{path}: times must be positive numbers of milliseconds")
     missing = [k for k in ("device", "threads", "warmup", "repeats") if k not in data]
     if missing or not isinstance(data["device"], dict) or not data["device"].get("name"):

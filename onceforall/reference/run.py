@@ -51,7 +51,12 @@ def import_reference_run(
     from dataclasses import replace
 
     from onceforall.config import save_config
-    from onceforall.training.checkpoint import SUPERNET_FILE, prepare_run_dir, save_weights
+    from onceforall.training.checkpoint import (
+        IMPORT_HEADER,
+        SUPERNET_FILE,
+        prepare_run_dir,
+        save_weights,
+    )
 
     sd = load_reference_state_dict(checkpoint)
     family = detect_reference_family(sd)
@@ -75,7 +80,7 @@ def import_reference_run(
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, config, resume=False, force=force)
     header = (
-        f"# imported by `onceforall import-reference` from {Path(checkpoint).resolve()}\n"
+        f"{IMPORT_HEADER} from {Path(checkpoint).resolve()}\n"
         "# (the reference implementation's supernet; no training ran here)\n"
     )
     save_config(config, run_dir / "config.yaml", header)

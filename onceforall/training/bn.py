@@ -65,6 +65,13 @@ def evaluation_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
+def evaluation_subnet(net: Supernet, arch: ArchConfig) -> nn.Module:
+    """``arch`` extracted from ``net`` (eval mode) in the :func:`evaluation_format` of its
+    device, batch norm as the supernet has it (recalibrate before evaluating)."""
+    sub = net.extract(arch)
+    return sub.to(memory_format=evaluation_format(next(sub.parameters()).device))
+
+
 def _prepare(x: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
     x = resize_batch(x.to(device, non_blocking=True), resolution)
     return x.contiguous(memory_format=evaluation_format(device))
@@ -184,8 +191,7 @@ def recalibrated_subnet(
     ``distributed``: share the calibration images among the ``torch.distributed`` ranks (see
     :func:`recalibrate_bn`; every rank calls this).
     """
-    sub = net.extract(arch)
-    sub.to(memory_format=evaluation_format(next(sub.parameters()).device))
+    sub = evaluation_subnet(net, arch)
     calibration_batches = batches(
         calibration, batch_size, calibration_images, distributed=distributed
     )

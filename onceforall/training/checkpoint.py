@@ -27,7 +27,9 @@ from onceforall.supernets import Supernet, create_supernet
 __all__ = [
     "append_metrics",
     "atomic_write",
+    "check_run_dir",
     "diff_keys",
+    "is_run_dir",
     "load_state",
     "load_supernet",
     "load_weights",
@@ -116,12 +118,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def load_state(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The last checkpoint's JSON state and its tensors (``weights_only`` load), or ``None``."""
+    path = run_dir / STATE_FILE
     try:
-        state = _read_json(run_dir / STATE_FILE)
+        state = _read_json(path)
         if state is None:
             return None
-        tensors = run_dir / state["tensors"]
-        extra = torch.load(tensors, map_location="cpu", weights_only=True)
+        path = run_dir / state["tensors"]
+        extra = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # not the file's fault (permissions, the disk, the network)
+        raise OSError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
     except (
         json.JSONDecodeError,
         KeyError,
@@ -129,14 +134,12 @@ def load_state(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         pickle.UnpicklingError,
         RuntimeError,
         EOFError,
-        OSError,
     ) as exc:
         # torch.load reports a damaged file as an unpickling error whose text suggests
         # weights_only=False: never do that with a file from disk, so its text is not passed on.
         raise ValueError(
-            f"the last checkpoint of {run_dir} cannot be read ({type(exc).__name__}): "
-            f"{STATE_FILE} or the files it names are damaged or missing; start the run over "
-            "with --force"
+            f"the last checkpoint of {run_dir} cannot be read: {path} is damaged "
+            f"({type(exc).__name__}); restore it, or start the run over with --force"
         ) from None
     return state, extra
 
@@ -184,23 +187,31 @@ def _metadata(path: Path) -> dict[str, Any]:
 
 
 _RUN_HEADER = "# resolved config of this run; `onceforall train` wrote it\n"
+# What `onceforall import-reference` writes first into its config.yaml: a run made by import.
+IMPORT_HEADER = "# imported by `onceforall import-reference`"
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run that ``onceforall train`` started: its checkpoint state, or
-    the config it writes first, recognised by the header line it writes there (a directory
-    that merely holds some ``config.yaml`` is not a run)."""
-    if (path / STATE_FILE).is_file():
-        return True
+    """Whether ``path`` holds a run that onceforall made: the checkpoint state ``train`` keeps,
+    or the config ``train`` or ``import-reference`` writes first, recognised by its header line
+    (a directory that merely holds some ``config.yaml`` or ``checkpoint.json`` is not a run)."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        if isinstance(state, dict) and {"weights", "tensors", "global_step"} <= state.keys():
+            return True
+    except (OSError, ValueError):  # missing, unreadable or not JSON: look at the config
+        pass
     try:
         with open(path / CONFIG_FILE, encoding="utf-8") as f:
-            return f.readline() == _RUN_HEADER
+            first = f.readline()
     except (OSError, UnicodeDecodeError):
         return False
+    return first == _RUN_HEADER or first.startswith(IMPORT_HEADER)
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
-    """Create or check the run directory; never overwrites without ``force``."""
+def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> bool:
+    """The checks of :func:`prepare_run_dir`, which change nothing (every DDP rank makes them,
+    so that all raise alike); returns whether ``run_dir`` holds a run to continue or replace."""
     if resume and force:
         raise ValueError(
             "--resume continues a run and --force deletes it to start over: pass one of them"
@@ -208,34 +219,40 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: boo
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"--out {run_dir} is a file, not a directory; choose another --out")
     has_run = run_dir.is_dir() and any(run_dir.iterdir())
-    if has_run and resume and not is_run_dir(run_dir):
-        raise FileNotFoundError(
-            f"--resume: {run_dir} is not a onceforall run (no {STATE_FILE} or {CONFIG_FILE} "
-            "written by `onceforall train`); give the --out of the run to continue"
+    if has_run and (resume or force) and not is_run_dir(run_dir):
+        flag, fix = (
+            ("--resume", "give the --out of the run to continue")
+            if resume
+            else ("--force", "refusing to delete it, choose another --out")
+        )
+        raise FileExistsError(
+            f"{flag}: {run_dir} is not empty and is not a onceforall run (no {STATE_FILE}, no "
+            f"{CONFIG_FILE} written by `onceforall train`); {fix}"
+        )
+    if has_run and not (resume or force):
+        raise FileExistsError(
+            f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
+            "it or --force to delete it and start over"
         )
     if has_run and resume:
         saved = load_config(run_dir / CONFIG_FILE)
-        a, b = config_to_dict(saved), config_to_dict(config)
-        diff = sorted(diff_keys(a, b))
+        diff = sorted(diff_keys(config_to_dict(saved), config_to_dict(config)))
         if diff:
             raise ValueError(
                 f"--resume: the config differs from the one {run_dir} was started with "
                 f"(keys: {', '.join(diff)}); resume with the same config and overrides, or "
                 "start over with --force"
             )
+    return has_run
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Create or check the run directory; never overwrites without ``force`` (see
+    :func:`check_run_dir`, which a DDP run's other ranks call alone)."""
+    has_run = check_run_dir(run_dir, config, resume, force)
+    if has_run and resume:
         return
-    if has_run and not force:
-        raise FileExistsError(
-            f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
-            "it or --force to delete it and start over"
-        )
     if has_run and force:
-        if not is_run_dir(run_dir):
-            raise FileExistsError(
-                f"--force: {run_dir} is not empty and is not a onceforall run (no {STATE_FILE}, "
-                f"no {CONFIG_FILE} written by `onceforall train`); refusing to delete it, choose "
-                "another --out"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE, _RUN_HEADER)

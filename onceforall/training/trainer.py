@@ -34,6 +34,7 @@ from onceforall.training.checkpoint import (
     SUPERNET_FILE,
     TEACHER_FILE,
     append_metrics,
+    check_run_dir,
     load_state,
     load_weights,
     prepare_run_dir,
@@ -79,17 +80,19 @@ def _setup_env(config: TrainConfig) -> _Env:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and want.startswith("cuda:"):
+    if world > 1 and want.startswith("cuda:") and torch.cuda.device_count() != 1:
         # Every process would take that one GPU, and NCCL refuses ranks sharing a device.
+        # (A process that sees one GPU alone, CUDA_VISIBLE_DEVICES set per rank, may name it.)
         raise ValueError(
-            f"device={config.device!r} names one GPU, but torchrun started {world} processes: "
-            "use device=cuda (each process takes the GPU of its LOCAL_RANK), and choose the "
-            "GPUs with CUDA_VISIBLE_DEVICES"
+            f"device={config.device!r} names one GPU, but torchrun started {world} processes "
+            "that see the same GPUs: use device=cuda (each process takes the GPU of its "
+            "LOCAL_RANK), and choose the GPUs with CUDA_VISIBLE_DEVICES"
         )
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={config.device!r} but CUDA is not available; use device=cpu")
-    if want == "cuda":
-        want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if want == "cuda":  # the GPU of this rank, or the one GPU this process sees
+        rank_gpu = int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.device_count() > 1 else 0
+        want = f"cuda:{rank_gpu}"
     device = torch.device(want)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before the process group, which binds to this device
@@ -255,6 +258,8 @@ def train(
         ValueError / FileNotFoundError: bad config or missing data, before anything is written.
     """
     run_dir = Path(run_dir)
+    if resume and force:  # before any slow step (the data may be a large folder to scan)
+        check_run_dir(run_dir, config, resume, force)
     env = _setup_env(config)
     # Everything that can fail on bad input happens before the run directory is touched.
     data = load_data(config.data)
@@ -278,6 +283,10 @@ def train(
             f"batch_size={config.batch_size} exceeds the {len(data.train)} training images "
             f"(across {env.world} ranks): not one step per epoch; lower batch_size"
         )
+    # Every rank checks (and so raises alike) before rank 0 changes anything; rank 0 alone
+    # prepares the directory, and the others wait for it.
+    check_run_dir(run_dir, config, resume, force)
+    _barrier(env)
     if env.main:
         prepare_run_dir(run_dir, config, resume, force)
     _barrier(env)
