@@ -7,7 +7,7 @@ temporary name in the same folder, fsynced, renamed over the target, and the ren
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,26 +23,26 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def temp_path(path: str | Path) -> Path:
     """A new, empty temporary file beside ``path`` (hidden, ``.tmp``), to be renamed over it.
 
-    It has the permissions ``path`` has, or a new file would get (``mkstemp`` makes it readable
-    by its owner alone, and the rename would keep that: exported models unreadable by a server
-    running as another user)."""
+    It has the permissions ``path`` has, or those a new file gets (the umask's): ``mkstemp``
+    would make it readable by its owner alone, and the rename would keep that (exported models
+    unreadable by a server running as another user)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    return Path(tmp)
+    for _ in range(100):  # a name clash is all but impossible: bounded all the same
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
+        except FileExistsError:
+            continue
+        try:
+            if path.exists():
+                os.fchmod(fd, path.stat().st_mode & 0o7777)
+        finally:
+            os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_with(path: str | Path, write: Callable[[str], object]) -> Path:
