@@ -415,10 +415,16 @@ def test_train_throughput_times_the_trainer_and_a_static_loop_on_one_subnet(tmp_
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out[2:]]
     assert [r[0] for r in rows] == ["largest", "median", "smallest"]
+
+    def printed_ratio_of(a: float, b: float):
+        # The rates are printed to 0.1 image/s and the ratio to 0.001: at a few images/s the
+        # rates' rounding alone moves their quotient by more than the ratio's.
+        return pytest.approx(a / b, abs=a / b * (0.05 / a + 0.05 / b) + 5e-4)
+
     for _, macs, trainer, static, ratio, fast, fast_ratio in rows:
         assert float(macs) > 0 and float(trainer) > 0 and float(static) > 0 and float(fast) > 0
-        assert float(ratio) == pytest.approx(float(trainer) / float(static), abs=2e-3)
-        assert float(fast_ratio) == pytest.approx(float(trainer) / float(fast), abs=2e-3)
+        assert float(ratio) == printed_ratio_of(float(trainer), float(static))
+        assert float(fast_ratio) == printed_ratio_of(float(trainer), float(fast))
 
     # The trainer's run trains the one subnet at every step, without a teacher.
     config = load_config(config_path, ["batch_size=16"])
