@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 
 from onceforall.data import DataConfig
-from onceforall.data import _validate as _validate_data
 from onceforall.files import atomic_write
 
 __all__ = [
@@ -443,7 +442,7 @@ def _validate(c: TrainConfig) -> None:
             ("schedule.sandwich_random", c.schedule.sandwich_random, ">= 0", ""),
         ]
     )
-    _validate_data(c.data)  # the data section's own checks (load_data repeats them)
+    c.data.validate()  # the data section's own checks (load_data repeats them)
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
         raise ValueError(
             "optimizer.momentum=0.0 with optimizer.nesterov=true: Nesterov SGD needs momentum "

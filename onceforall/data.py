@@ -86,6 +86,21 @@ class DataConfig:
     synthetic_resolution: int = 28
     num_workers: int = 0  # DataLoader workers, for the caller to pass to make_loader
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field outside its range. A holdout of 0
+        images is valid data (training needs one, and its config says so)."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown data.dataset={self.dataset!r}; choose one of {DATASETS}")
+        if self.holdout_size < 0 or self.num_workers < 0:
+            raise ValueError("data.holdout_size and data.num_workers must be >= 0")
+        for name in ("train_subset", "test_subset", "image_size", "synthetic_size"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"data.{name} must be positive (or null), got {value}")
+        for name in ("synthetic_classes", "synthetic_channels", "synthetic_resolution"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -190,7 +205,7 @@ def load_data(config: DataConfig) -> DataBundle:
         ValueError: Invalid config, or corrupt data files.
         FileNotFoundError: Data not found; the message names the places searched and the fix.
     """
-    _validate(config)
+    config.validate()
     if config.dataset == "imagefolder":
         return _load_imagefolder(config)
     loaders = {"fashion_mnist": _fashion_mnist, "cifar10": _cifar10, "synthetic": _synthetic}
@@ -208,20 +223,6 @@ def load_data(config: DataConfig) -> DataBundle:
         std=tuple(std),
         resolution=train_x.shape[-1],
     )
-
-
-def _validate(config: DataConfig) -> None:
-    if config.dataset not in DATASETS:
-        raise ValueError(f"unknown data.dataset={config.dataset!r}; choose one of {DATASETS}")
-    if config.holdout_size < 0 or config.num_workers < 0:
-        raise ValueError("data.holdout_size and data.num_workers must be >= 0")
-    for name in ("train_subset", "test_subset", "image_size", "synthetic_size"):
-        value = getattr(config, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"data.{name} must be positive (or null), got {value}")
-    for name in ("synthetic_classes", "synthetic_channels", "synthetic_resolution"):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"data.{name} must be positive, got {getattr(config, name)}")
 
 
 def _split(n_train: int, config: DataConfig) -> tuple[Tensor, Tensor]:

@@ -823,6 +823,32 @@ def test_two_process_gloo_ddp_matches_the_single_process_arch_sequence(finished_
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
+def test_two_process_run_directory_refusals_stop_every_rank(finished_run, tmp_path):
+    """Under torchrun every rank checks the run directory before rank 0 changes it: a refusal
+    ends both processes with the message (none waits at a barrier for the other) and leaves
+    the directory as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("model: mine\n")
+    cfg = _write(tmp_path, TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    for out, flags, message in (
+        (run, [], "--resume"),  # a finished run, neither --resume nor --force
+        (project, ["--force"], "is not a onceforall run"),  # --force on someone's project
+    ):
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "onceforall.cli", "train", str(cfg), "--out",
+               str(out), "--no-progress", *flags]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode != 0
+        assert proc.stderr.count(message) >= 2, proc.stderr[-3000:]  # one message per rank
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 class _Images(torch.utils.data.Dataset):
     """40 random 1 x 8 x 8 images with labels, the same in every process."""
 
