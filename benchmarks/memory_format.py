@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.memory_format [--families mbv3_small_images,...]
         [--archs largest,smallest] [--batch 128] [--rounds 20] [--threads N] [--subnets 12]
+        [--train]
 
 ``Supernet.extract`` gives contiguous weights (what export and safetensors want). Evaluation
 feeds channels-last batches on CPU (``onceforall.training.bn.evaluation_format``), the trainer's
@@ -17,20 +18,28 @@ the subnet, recalibrate its batch norm on 2,000 images and classify 2,000 (batch
 ``onceforall search`` does), each subnet done both ways in alternating order; it prints the
 median seconds per subnet. Fresh weights matter here: each subnet's first calls pay oneDNN's
 set-up for its shapes and weights.
+
+``--train`` times a training step instead of the eval forward in the first table (forward,
+cross-entropy, backward and an SGD step with momentum, in train mode, with the fast depthwise
+weight gradient), the unit of work of ``onceforall finetune`` and of training a subnet from
+scratch, whose loop feeds channels-last batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 import onceforall as ofa
 from benchmarks.elastic_overhead import timed_archs
+from onceforall.elastic.depthwise import fast_depthwise_grad
 from onceforall.training.bn import recalibrate_bn
 
 
@@ -39,6 +48,23 @@ def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
         start = time.perf_counter()
         model(x)
         return time.perf_counter() - start
+
+
+def _train_timer(model: torch.nn.Module) -> Callable[[torch.nn.Module, torch.Tensor], float]:
+    """Times one training step of ``model`` (its own optimizer, so momentum persists)."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def timed(model: torch.nn.Module, x: torch.Tensor) -> float:
+        y = torch.zeros(len(x), dtype=torch.long)
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    return timed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,11 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--subnets", type=int, default=12, help="random subnets evaluated per family")
+    p.add_argument("--train", action="store_true", help="time training steps, not eval forwards")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     wanted = args.archs.split(",")
     print(
-        f"# eval forward at batch {args.batch}, {args.rounds} interleaved rounds, {args.threads} "
+        f"# {'training step' if args.train else 'eval forward'} at batch {args.batch},"
+        f" {args.rounds} interleaved rounds, {args.threads} "
         f"threads, torch {torch.__version__}, {platform.machine()}, channels-last input, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
@@ -69,15 +97,20 @@ def main(argv: list[str] | None = None) -> None:
                 "contiguous": net.extract(arch),
                 "channels-last": net.extract(arch).to(memory_format=torch.channels_last),
             }
+            timers = {k: _train_timer(m) if args.train else _time for k, m in nets.items()}
             x = torch.randn(args.batch, 1, arch.resolution, arch.resolution)
             x = x.contiguous(memory_format=torch.channels_last)
             times: dict[str, list[float]] = {k: [] for k in nets}
             order = list(nets)
-            for r in range(args.warmup + args.rounds):
-                for k in order if r % 2 else order[::-1]:
-                    t = _time(nets[k], x)
-                    if r >= args.warmup:
-                        times[k].append(t)
+            with contextlib.ExitStack() as stack:
+                if args.train:  # the training loops' depthwise weight gradient on CPU
+                    for model in nets.values():
+                        stack.enter_context(fast_depthwise_grad(model))
+                for r in range(args.warmup + args.rounds):
+                    for k in order if r % 2 else order[::-1]:
+                        t = timers[k](nets[k], x)
+                        if r >= args.warmup:
+                            times[k].append(t)
             ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
             ratio = ms["channels-last"] / ms["contiguous"]
             print(

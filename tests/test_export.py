@@ -16,7 +16,7 @@ import onceforall as ofa
 from onceforall.cli import main as cli_main
 from onceforall.export import export_subnet, load_exported
 from onceforall.run import Run
-from onceforall.training.finetune import finetune, finetuned_path
+from onceforall.training.finetune import finetune, finetuned_path, train_subnet_loop
 
 CARD_KEYS = {
     "arch",
@@ -273,6 +273,22 @@ def test_finetune_saves_beside_the_run_and_exports(tiny_run, tmp_path, capsys, m
     # kd_ratio 0: labels alone, no teacher built.
     alone = finetune(run, _arch(run), epochs=0.7, kd_ratio=0.0, progress=False)
     assert alone["kd_ratio"] == 0.0 and len(targets) == 2
+
+    # The loop trains the weights in the batches' channels-last format (faster on CPU), and
+    # leaves them so; extraction gives contiguous ones.
+    # (Compared by strides: a 1x1 or one-input-channel kernel passes both is_contiguous tests,
+    # and oneDNN reads its format from the strides.)
+    def strides(model, memory_format):
+        kernels = [p for p in model.parameters() if p.dim() == 4]
+        have = [p.stride() for p in kernels]
+        return have, [torch.empty_like(p, memory_format=memory_format).stride() for p in kernels]
+
+    model = run.subnet(arch)
+    have, contiguous = strides(model, torch.contiguous_format)
+    assert have == contiguous
+    train_subnet_loop(model, run, arch.resolution, epochs=0.3, lr=0.01)
+    have, channels_last = strides(model, torch.channels_last)
+    assert have == channels_last != contiguous
     with pytest.raises(ValueError, match="kd_ratio=-1"):
         finetune(run, arch, kd_ratio=-1.0, force=True, progress=False)
     for bad in ({"epochs": float("nan")}, {"lr": float("inf")}, {"kd_ratio": float("nan")}):

@@ -170,6 +170,7 @@ def train_subnet_loop(
     warm-up, the run's augmentation and label smoothing, distillation when a teacher is given
     (weighted by ``kd_ratio``, default the run's).
     Batch-norm statistics are left as training made them (recalibrate afterwards if wanted).
+    The model is trained, and left, in channels-last memory format (that of the batches).
 
     Args:
         model: any ``nn.Module`` mapping ``N×C×R×R`` images to ``N×classes`` logits.
@@ -189,6 +190,9 @@ def train_subnet_loop(
         raise ValueError(f"batch_size={batch_size} exceeds the {len(run.data.train)} images")
     total = max(1, round(epochs * steps_per_epoch))
     warmup = round(total * warmup_fraction)
+    # The batches are channels-last; weights in the same format train faster (extracted
+    # subnets come contiguous): `python -m benchmarks.memory_format --train`.
+    model.to(memory_format=torch.channels_last)
     opt = config.optimizer
     optimizer = make_optimizer(
         weight_decay_groups(model.named_parameters(), opt.weight_decay),
