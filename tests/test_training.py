@@ -3,6 +3,7 @@ recalibration, configs and the CLI's error paths."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -847,6 +848,45 @@ def test_two_process_run_directory_refusals_stop_every_rank(finished_run, tmp_pa
         assert proc.returncode != 0
         assert proc.stderr.count(message) >= 2, proc.stderr[-3000:]  # one message per rank
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _train_worker(rank: int, store_file: str, run_dir: str, stop: int | None, resume: bool):
+    """One DDP rank of ``train`` on gloo (what torchrun starts, in-process so a test can stop
+    it after ``stop`` steps)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store_file}", rank=rank, world_size=2
+    )
+    try:
+        config = tiny_config(**{"model.dropout": 0.3, "checkpoint_minutes": 0})
+        with contextlib.suppress(TrainInterrupted):
+            train(config, Path(run_dir), progress=False, resume=resume, stop_after_steps=stop)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _spawn_train(tmp_path: Path, name: str, stop: int | None = None, resume: bool = False):
+    store = tmp_path / f"store-{name}-{int(resume)}"
+    torch.multiprocessing.spawn(
+        _train_worker, args=(str(store), str(tmp_path / name), stop, resume), nprocs=2, join=True
+    )
+
+
+@pytest.mark.slow
+def test_ddp_ranks_draw_their_own_dropout_and_resume_it(tmp_path):
+    """Every rank but 0 reseeds its dropout stream after the shared weight initialisation, so
+    ranks do not drop the same units of their different images; checkpoints keep every rank's
+    stream, so a two-process run stopped mid-phase and resumed reaches the uninterrupted
+    weights."""
+    _spawn_train(tmp_path, "whole")
+    _spawn_train(tmp_path, "resumed", stop=8)
+    state = json.loads((tmp_path / "resumed" / "checkpoint.json").read_text())
+    extra = torch.load(tmp_path / "resumed" / state["tensors"], weights_only=True)
+    ranks = extra["rng_ranks"]
+    assert ranks.shape[0] == 2 and torch.equal(ranks[0], extra["rng"])
+    assert not torch.equal(ranks[0], ranks[1])
+    _spawn_train(tmp_path, "resumed", resume=True)
+    _same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
 class _Images(torch.utils.data.Dataset):

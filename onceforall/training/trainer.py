@@ -106,6 +106,50 @@ def _barrier(env: _Env) -> None:
         dist.barrier()
 
 
+def _seed_ranks(env: _Env, seed: int) -> None:
+    """Give every DDP rank but rank 0 its own dropout stream, derived from ``seed`` and the rank
+    (timm's convention), once the weights are initialised alike. Ranks seeded alike would drop
+    the same units of their different images. Rank 0, and a single process, keep the stream
+    that initialised the weights."""
+    if env.rank:
+        torch.manual_seed((seed + env.rank) % 2**64)
+
+
+def _random_states(env: _Env) -> dict[str, torch.Tensor]:
+    """The random states a checkpoint keeps: every rank's (gathered to all ranks under DDP,
+    ``rng`` rank 0's), so a resume gives each rank its own stream back."""
+    states = {"rng": torch.get_rng_state()}
+    if env.device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(env.device)
+    if env.world == 1:
+        return states
+    out = {}
+    for key, state in states.items():
+        mine = state.to(env.device)  # NCCL gathers device tensors
+        every = [torch.empty_like(mine) for _ in range(env.world)]
+        dist.all_gather(every, mine)
+        out[key] = every[0].cpu()
+        out[f"{key}_ranks"] = torch.stack(every).cpu()
+    return out
+
+
+def _restore_random_states(env: _Env, extra: dict[str, Any]) -> None:
+    """Each rank's own state from a checkpoint of :func:`_random_states`. A checkpoint of
+    another number of ranks (or from before per-rank states) gives rank 0's state to rank 0 and
+    fresh rank streams to the others: the run continues, not bit-identically."""
+    for key, set_state in (
+        ("rng", torch.set_rng_state),
+        ("cuda_rng", lambda s: torch.cuda.set_rng_state(s, env.device)),
+    ):
+        if key not in extra or (key == "cuda_rng" and env.device.type != "cuda"):
+            continue
+        ranks = extra.get(f"{key}_ranks")
+        if ranks is not None and len(ranks) == env.world:
+            set_state(ranks[env.rank].clone())
+        elif env.rank == 0:
+            set_state(extra[key])
+
+
 def _checkpoint_due(env: _Env, config: TrainConfig, gstep: int, last_ckpt: float) -> bool:
     """Whether a mid-epoch checkpoint is due after step ``gstep``: every step when
     ``checkpoint_minutes`` is 0, else once that many minutes have passed since the last one.
@@ -270,6 +314,7 @@ def train(
         in_channels=data.in_channels,
         **config.model.family_kwargs(),
     )
+    _seed_ranks(env, config.seed)
     phases = resolve_phases(config, net.space)
     if config.batch_size % env.world:
         raise ValueError(f"batch_size={config.batch_size} must divide by {env.world} ranks")
@@ -307,9 +352,7 @@ def train(
     if loaded is not None:
         state, extra = loaded
         load_weights(net, run_dir / state["weights"])
-        torch.set_rng_state(extra["rng"])
-        if "cuda_rng" in extra and env.device.type == "cuda":
-            torch.cuda.set_rng_state(extra["cuda_rng"], env.device)
+        _restore_random_states(env, extra)
     if resume and env.main and not state.get("finished"):
         # Records past the checkpoint (all of them when the run was killed before its first
         # one) are of steps that now run again.
@@ -357,9 +400,7 @@ def train(
             global_step=gstep,
             elapsed=time.monotonic() - started,
         )
-        tensors: dict[str, Any] = {"rng": torch.get_rng_state()}
-        if env.device.type == "cuda":
-            tensors["cuda_rng"] = torch.cuda.get_rng_state(env.device)
+        tensors: dict[str, Any] = _random_states(env)
         if optimizer is not None:
             tensors["optimizer"] = optimizer.state_dict()
         # Mixed precision's loss scale (empty when AMP is off): a resumed run continues with the
