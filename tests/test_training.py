@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from onceforall.config import ScheduleConfig, config_from_dict, load_config
 from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches, recalibrate_bn
-from onceforall.training.checkpoint import save_weights
+from onceforall.training.checkpoint import load_weights, save_weights
 from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
@@ -735,11 +736,25 @@ def test_damaged_or_mismatched_run_files_are_named_not_tracebacks(finished_run, 
         ofa.load_supernet(run)
     weights.write_bytes(original)
     config = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(config.replace("family: mbv3_small_images",
-                                                    "family: proxyless_small_images"))  # fmt: skip
-    with pytest.raises(ValueError, match="holds weights of another network"):
-        ofa.load_supernet(run)
+    # The weights record the model section they were trained with: an edited one is named,
+    # whether the weights would load (resolutions: same shapes) or not (another family).
+    for old, new, named in (
+        ("family: mbv3_small_images", "family: proxyless_small_images",
+         "model.family: 'mbv3_small_images' -> 'proxyless_small_images'"),
+        ("- 16\n  - 20\n", "- 16\n  - 20\n  - 24\n", "model.resolutions: [16, 20] -> [16, 20, 24]"),
+    ):  # fmt: skip
+        assert old in config
+        (run / "config.yaml").write_text(config.replace(old, new))
+        with pytest.raises(ValueError, match=re.escape(f"edited after training ({named})")):
+            ofa.load_supernet(run)
+    # Other sections may change (the dataset moved to another directory).
+    assert "holdout_size: 64" in config
+    (run / "config.yaml").write_text(config.replace("holdout_size: 64", "holdout_size: 32"))
+    assert ofa.load_supernet(run).space == ofa.load_supernet(finished_run).space
     (run / "config.yaml").write_text(config)
+    other = ofa.create_supernet("proxyless_small_images", num_classes=4, in_channels=1)
+    with pytest.raises(ValueError, match="holds weights of another network"):
+        load_weights(other, weights)
     state = json.loads((run / "checkpoint.json").read_text())
     (run / state["tensors"]).write_bytes(b"garbage" * 10)
     with pytest.raises(ValueError, match="cannot be read") as info:

@@ -54,6 +54,7 @@ def import_reference_run(
     from onceforall.training.checkpoint import (
         IMPORT_HEADER,
         SUPERNET_FILE,
+        model_record,
         prepare_run_dir,
         save_weights,
     )
@@ -88,6 +89,7 @@ def import_reference_run(
         "num_classes": net.num_classes,
         "in_channels": net.in_channels,
         "family": family,
+        "model": model_record(config),
         "source": str(Path(checkpoint).resolve()),
     }
     if acc is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "load_state",
     "load_supernet",
     "load_weights",
+    "model_record",
     "prepare_run_dir",
     "save_checkpoint",
     "save_weights",
@@ -164,6 +165,7 @@ def load_supernet(run_dir: str | Path, *, device: str | torch.device = "cpu") ->
         raise FileNotFoundError(f"{weights} does not exist; {hint}")
     config = load_config(run_dir / CONFIG_FILE)
     meta = _metadata(weights)
+    _check_model_section(run_dir, config, meta)
     net = create_supernet(
         config.model.family,
         num_classes=int(meta["num_classes"]),
@@ -171,6 +173,32 @@ def load_supernet(run_dir: str | Path, *, device: str | torch.device = "cpu") ->
         **config.model.family_kwargs(),
     ).to(device)
     return load_weights(net, weights).eval()
+
+
+def model_record(config: TrainConfig) -> dict[str, Any]:
+    """The config's ``model`` section as JSON values: what a run's ``supernet.safetensors``
+    records of the network it holds (its metadata key ``model``)."""
+    return json.loads(json.dumps(config_to_dict(config)["model"]))
+
+
+def _check_model_section(run_dir: Path, config: TrainConfig, meta: dict[str, Any]) -> None:
+    """Refuse a ``config.yaml`` whose ``model`` section is not the one the weights were trained
+    with: an edited list of resolutions or kernel sizes would load (the weights' shapes need not
+    change) and then search, evaluate and export subnets that never trained. Other sections
+    (``data.root``, when the dataset moved) may change. Weights from before the record are not
+    checked."""
+    trained = meta.get("model")
+    if trained is None:
+        return
+    now = model_record(config)
+    changed = sorted(k for k in trained.keys() | now.keys() if trained.get(k) != now.get(k))
+    if changed:
+        what = ", ".join(f"model.{k}: {trained.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir / CONFIG_FILE} was edited after training ({what}); its weights are those "
+            f"of the trained network: restore the config's model section to what "
+            f"{SUPERNET_FILE} was trained with"
+        )
 
 
 def _metadata(path: Path) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from onceforall.training.checkpoint import (
     check_run_dir,
     load_state,
     load_weights,
+    model_record,
     prepare_run_dir,
     save_checkpoint,
     save_weights,
@@ -557,7 +558,7 @@ def train(
 
 def _save_supernet(net: Supernet, run_dir: Path, data: DataBundle, config: TrainConfig) -> None:
     meta = {"num_classes": data.num_classes, "in_channels": data.in_channels,
-            "family": config.model.family}  # fmt: skip
+            "family": config.model.family, "model": model_record(config)}  # fmt: skip
     save_weights(net, run_dir / SUPERNET_FILE, meta)
 
 
