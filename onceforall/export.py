@@ -4,6 +4,7 @@ card: everything a deployment needs to feed the model and to know what it costs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -148,6 +149,7 @@ def export_subnet(
         )
     out = Path(out_dir)
     _check_out_dir(out, [out / file_name, out / CARD_FILE], force)
+    replaced = _previous_model_file(out)
     on_device = {}
     if device is not None:  # a missing table is an error
         from onceforall.specialize import Specializer
@@ -201,10 +203,13 @@ def export_subnet(
         if measure:
             target = model_tmp if fmt == "onnx" and backend == "onnxruntime" else model
             card["latency_ms"] = measure_latency(target, shape, backend, threads=threads)
+        card["sha256"] = file_sha256(model_tmp)
         card_tmp = temp_path(out / CARD_FILE)
         staged.append(card_tmp)
         atomic_write(card_tmp, (json.dumps(card, indent=1) + "\n").encode())
         # Both files are whole on disk: the model takes its place, then the card describing it.
+        # (A crash between the two renames leaves the new model beside the old card, which the
+        # card's sha256 reveals: load_exported refuses the pair.)
         os.replace(model_tmp, out / file_name)
         os.replace(card_tmp, out / CARD_FILE)
     except BaseException:
@@ -216,8 +221,33 @@ def export_subnet(
             except OSError:
                 break
         raise
+    if replaced is not None and replaced != out / file_name:
+        # The previous export's model in another format: its card is gone, and a stale model
+        # beside the new card would be mistaken for the export.
+        replaced.unlink(missing_ok=True)
     fsync_path(out)  # make the renames durable
     return card
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB pieces (a card's ``sha256``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _previous_model_file(out: Path) -> Path | None:
+    """The model file an earlier export's card in ``out`` names, if it is a plain file name
+    there (a card edited to name something else is left alone)."""
+    try:
+        name = json.loads((out / CARD_FILE).read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return None
+    return out / name
 
 
 def _check_out_dir(out: Path, targets: list[Path], force: bool) -> None:
@@ -249,6 +279,11 @@ def load_exported(out_dir: str | Path) -> nn.Module:
     out = Path(out_dir)
     card = json.loads((out / CARD_FILE).read_text())
     path = out / card["file"]
+    if "sha256" in card and file_sha256(path) != card["sha256"]:
+        raise ValueError(
+            f"{path} is not the model {out / CARD_FILE} describes (its sha256 differs): the "
+            "export was interrupted or the file replaced since; export again"
+        )
     if card["format"] == "torchscript":
         return torch.jit.load(str(path)).eval()
     if card["format"] != "safetensors":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,6 +36,7 @@ CARD_KEYS = {
     "backend",
     "format",
     "file",
+    "sha256",
     "preprocessing",
 }
 
@@ -216,6 +219,29 @@ def test_a_failed_forced_export_keeps_the_previous_export(run, tmp_path, capsys,
     card = export_subnet(run, large, "onnx", out, force=True, measure=False)
     assert json.loads((out / "card.json").read_text()) == card and card["arch"] == str(large)
     assert (out / "model.onnx").read_bytes() != before["model.onnx"]
+    assert card["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+
+
+def test_forced_export_in_another_format_leaves_no_stale_model(run, tmp_path):
+    """The card names one model file: a forced export in another format removes the one the
+    previous card named (a deployment picking up model.onnx would get the old subnet), and
+    a model that is not the card's (a crash between the renames, or a replaced file) is refused
+    by its sha256."""
+    small, large = run.net.space.smallest(), run.net.space.largest()
+    out = tmp_path / "e"
+    (tmp_path / "e").mkdir()
+    (out / "notes.txt").write_text("mine")
+    export_subnet(run, small, "onnx", out, measure=False)
+    card = export_subnet(run, large, "torchscript", out, force=True, measure=False)
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.pt", "notes.txt"]
+    x = _images(run, large)
+    torch.testing.assert_close(load_exported(out)(x), run.subnet(large)(x), atol=1e-5, rtol=1e-5)
+    # The previous model, as a crash between the renames would leave it beside this card.
+    export_subnet(run, small, "torchscript", tmp_path / "old", measure=False)
+    shutil.copy(tmp_path / "old" / "model.pt", out / "model.pt")
+    with pytest.raises(ValueError, match=r"sha256 differs.*export again"):
+        load_exported(out)
+    assert card["file"] == "model.pt"
 
 
 def test_export_to_a_file_is_a_clear_error(run, tmp_path, capsys):
