@@ -91,8 +91,9 @@ class DataConfig:
         images is valid data (training needs one, and its config says so)."""
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown data.dataset={self.dataset!r}; choose one of {DATASETS}")
-        if self.holdout_size < 0 or self.num_workers < 0:
-            raise ValueError("data.holdout_size and data.num_workers must be >= 0")
+        for name in ("holdout_size", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("train_subset", "test_subset", "image_size", "synthetic_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:

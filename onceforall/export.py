@@ -239,15 +239,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _previous_model_file(out: Path) -> Path | None:
-    """The model file an earlier export's card in ``out`` names, if it is a plain file name
-    there (a card edited to name something else is left alone)."""
+    """The model file an earlier export's card in ``out`` names, if it is one an export writes
+    (a card edited to name any other file leaves that file alone)."""
     try:
         name = json.loads((out / CARD_FILE).read_text())["file"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        return None
-    return out / name
+    known = {file for file, _ in FORMATS.values()}
+    return out / name if isinstance(name, str) and name in known else None
 
 
 def _check_out_dir(out: Path, targets: list[Path], force: bool) -> None:

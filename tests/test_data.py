@@ -87,6 +87,11 @@ def test_config_validation():
         load_data(_synthetic(holdout_size=512))
     with pytest.raises(ValueError, match="train_subset"):
         load_data(_synthetic(train_subset=0))
+    for name in ("holdout_size", "num_workers"):  # named alone, with the value
+        with pytest.raises(ValueError, match=rf"^data\.{name} must be >= 0, got -1$"):
+            _synthetic(**{name: -1}).validate()
+    # No holdout is valid data (training's config asks for one itself).
+    assert len(load_data(_synthetic(holdout_size=0)).holdout) == 0
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST

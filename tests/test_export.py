@@ -242,6 +242,11 @@ def test_forced_export_in_another_format_leaves_no_stale_model(run, tmp_path):
     with pytest.raises(ValueError, match=r"sha256 differs.*export again"):
         load_exported(out)
     assert card["file"] == "model.pt"
+    # A card edited to name another file (or no string) never gets that file deleted.
+    for name in ("notes.txt", ["notes.txt"]):
+        (out / "card.json").write_text(json.dumps({**card, "file": name}))
+        export_subnet(run, small, "safetensors", out, force=True, measure=False)
+        assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_export_to_a_file_is_a_clear_error(run, tmp_path, capsys):
