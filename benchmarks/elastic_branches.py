@@ -55,8 +55,12 @@ def full_phase_config(config: TrainConfig) -> TrainConfig:
 
 
 def check_branch(full: TrainConfig, variant: TrainConfig, name: str) -> None:
-    """Refuse a variant that changes what the full phase used."""
+    """Refuse a variant that changes what the full phase used. The ``distill`` section is
+    read only by phases that distil, so a full phase with ``distill: false`` (the presets')
+    lets variants change it."""
     diff = diff_keys(config_to_dict(full), config_to_dict(full_phase_config(variant)))
+    if not any(p.distill for p in full.schedule.phases):
+        diff = [k for k in diff if not k.startswith("distill.")]
     if diff:
         raise ValueError(
             f"variant {name!r} changes what the full-network phase used ({', '.join(diff)}); "

@@ -21,7 +21,7 @@ from benchmarks.common import (
     uniform_family,
     update_results,
 )
-from onceforall.config import load_config, save_config
+from onceforall.config import config_from_dict, config_to_dict, load_config, save_config
 from onceforall.run import Run
 from tests.conftest import tiny_config
 
@@ -377,6 +377,22 @@ def test_elastic_branches_continue_one_full_network(tmp_path, capsys):
     # The full run there is of another config: an error, not a silent stand-in.
     with pytest.raises(FileExistsError, match="another config"):
         elastic_branches.main([argv[0], "seed=3", *argv[1:7]])
+
+
+def test_elastic_branches_may_change_distillation_when_the_full_phase_does_not_distil():
+    from benchmarks.elastic_branches import check_branch, full_phase_config
+
+    for full_distils in (False, True):
+        data = config_to_dict(tiny_config())
+        data["schedule"]["phases"][0]["distill"] = full_distils
+        base = config_from_dict(data)
+        data["distill"]["kd_ratio"] = 0.5
+        variant = config_from_dict(data)
+        if full_distils:
+            with pytest.raises(ValueError, match=r"phase used \(distill\.kd_ratio\)"):
+                check_branch(full_phase_config(base), variant, "kd")
+        else:
+            check_branch(full_phase_config(base), variant, "kd")
 
 
 def test_weight_prep_benchmark_times_each_variant_and_checks_they_do_the_same_work(
