@@ -201,8 +201,8 @@ def train_subnet_loop(
         momentum=opt.momentum,
         nesterov=opt.nesterov,
     )
-    if teacher is not None:
-        teacher.eval()
+    if teacher is not None:  # its forward, too, runs on the channels-last batches
+        teacher.eval().to(memory_format=torch.channels_last)
     model.train()
     device = next(model.parameters()).device
     started = time.monotonic()
