@@ -281,20 +281,20 @@ def test_checkpoints_leave_only_their_own_files(tmp_path):
 
 
 def test_timed_checkpoints_are_decided_alike_on_every_rank(monkeypatch):
-    from onceforall.training import trainer
+    from onceforall.training import distributed
 
     clock = [1000.0]
-    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock[0])
-    one = trainer._Env(rank=0, world=1, device=torch.device("cpu"))
+    monkeypatch.setattr(distributed.time, "monotonic", lambda: clock[0])
+    one = distributed.ProcessEnv(rank=0, world=1, device=torch.device("cpu"))
     every_step = tiny_config(checkpoint_minutes=0.0)
-    assert trainer._checkpoint_due(one, every_step, gstep=1, last_ckpt=clock[0])
+    assert distributed.checkpoint_due(one, every_step, gstep=1, last_ckpt=clock[0])
     timed = tiny_config(checkpoint_minutes=1.0, log_every=10)
-    assert not trainer._checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 59)
-    assert trainer._checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 61)
+    assert not distributed.checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 59)
+    assert distributed.checkpoint_due(one, timed, gstep=3, last_ckpt=clock[0] - 61)
     # Under DDP the clock is read only at the steps every rank logs, so that no rank reaches a
     # checkpoint's barrier alone (the two-process DDP test runs the collective itself).
-    two = trainer._Env(rank=0, world=2, device=torch.device("cpu"))
-    assert not trainer._checkpoint_due(two, timed, gstep=3, last_ckpt=clock[0] - 61)
+    two = distributed.ProcessEnv(rank=0, world=2, device=torch.device("cpu"))
+    assert not distributed.checkpoint_due(two, timed, gstep=3, last_ckpt=clock[0] - 61)
 
 
 def test_one_named_gpu_under_torchrun_is_refused_before_anything_starts(tmp_path, monkeypatch):

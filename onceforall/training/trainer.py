@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,16 @@ from onceforall.training.checkpoint import (
     save_weights,
     truncate_metrics,
 )
+from onceforall.training.distributed import (
+    EpochBatches,
+    ProcessEnv,
+    barrier,
+    checkpoint_due,
+    random_states,
+    restore_random_states,
+    seed_ranks,
+    setup_env,
+)
 from onceforall.training.losses import distillation_loss
 from onceforall.training.optim import make_optimizer, weight_decay_groups
 from onceforall.training.schedule import (
@@ -50,7 +58,6 @@ from onceforall.training.schedule import (
     lr_at,
     resolve_phases,
     step_generator,
-    step_seed,
     subnets_for_step,
 )
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
@@ -60,117 +67,6 @@ __all__ = ["TrainInterrupted", "train"]
 
 class TrainInterrupted(RuntimeError):
     """Raised by ``train(stop_after_steps=N)``: a clean stand-in for a kill, used by tests."""
-
-
-@dataclass
-class _Env:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_env(config: TrainConfig) -> _Env:
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    want = config.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and want.startswith("cuda:") and torch.cuda.device_count() != 1:
-        # Every process would take that one GPU, and NCCL refuses ranks sharing a device.
-        # (A process that sees one GPU alone, CUDA_VISIBLE_DEVICES set per rank, may name it.)
-        raise ValueError(
-            f"device={config.device!r} names one GPU, but torchrun started {world} processes "
-            "that see the same GPUs: use device=cuda (each process takes the GPU of its "
-            "LOCAL_RANK), and choose the GPUs with CUDA_VISIBLE_DEVICES"
-        )
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={config.device!r} but CUDA is not available; use device=cpu")
-    if want == "cuda":  # the GPU of this rank, or the one GPU this process sees
-        rank_gpu = int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.device_count() > 1 else 0
-        want = f"cuda:{rank_gpu}"
-    device = torch.device(want)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # before the process group, which binds to this device
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Env(rank, world, device)
-
-
-def _barrier(env: _Env) -> None:
-    if env.world > 1:
-        dist.barrier()
-
-
-def _seed_ranks(env: _Env, seed: int) -> None:
-    """Give every DDP rank but rank 0 its own dropout stream, derived from ``seed`` and the rank
-    (timm's convention), once the weights are initialised alike. Ranks seeded alike would drop
-    the same units of their different images. Rank 0, and a single process, keep the stream
-    that initialised the weights."""
-    if env.rank:
-        torch.manual_seed((seed + env.rank) % 2**64)
-
-
-def _random_states(env: _Env) -> dict[str, torch.Tensor]:
-    """The random states a checkpoint keeps: every rank's (gathered to all ranks under DDP,
-    ``rng`` rank 0's), so a resume gives each rank its own stream back."""
-    states = {"rng": torch.get_rng_state()}
-    if env.device.type == "cuda":
-        states["cuda_rng"] = torch.cuda.get_rng_state(env.device)
-    if env.world == 1:
-        return states
-    out = {}
-    for key, state in states.items():
-        mine = state.to(env.device)  # NCCL gathers device tensors
-        every = [torch.empty_like(mine) for _ in range(env.world)]
-        dist.all_gather(every, mine)
-        out[key] = every[0].cpu()
-        out[f"{key}_ranks"] = torch.stack(every).cpu()
-    return out
-
-
-def _restore_random_states(env: _Env, extra: dict[str, Any]) -> None:
-    """Each rank's own state from a checkpoint of :func:`_random_states`. A checkpoint of
-    another number of ranks (or from before per-rank states) gives rank 0's state to rank 0 and
-    fresh rank streams to the others: the run continues, not bit-identically."""
-    for key, set_state in (
-        ("rng", torch.set_rng_state),
-        ("cuda_rng", lambda s: torch.cuda.set_rng_state(s, env.device)),
-    ):
-        if key not in extra or (key == "cuda_rng" and env.device.type != "cuda"):
-            continue
-        ranks = extra.get(f"{key}_ranks")
-        if ranks is not None and len(ranks) == env.world:
-            set_state(ranks[env.rank].clone())
-        elif env.rank == 0:
-            set_state(extra[key])
-
-
-def _checkpoint_due(env: _Env, config: TrainConfig, gstep: int, last_ckpt: float) -> bool:
-    """Whether a mid-epoch checkpoint is due after step ``gstep``: every step when
-    ``checkpoint_minutes`` is 0, else once that many minutes have passed since the last one.
-
-    Every DDP rank must decide alike, since a checkpoint ends in a barrier: a rank at the barrier
-    while another runs the next step's collectives would hang or mix them. Each rank's own clock
-    can disagree, so under DDP the clocks are read only every ``log_every`` steps, and the ranks
-    checkpoint when any of them is due (one tiny all-reduce per ``log_every`` steps).
-    """
-    minutes = config.checkpoint_minutes
-    if minutes <= 0:
-        return True
-    due = time.monotonic() - last_ckpt > 60 * minutes
-    if env.world == 1:
-        return due
-    if gstep % config.log_every:
-        return False
-    flag = torch.tensor([float(due)], device=env.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def _param_groups(net: Supernet, weight_decay: float, train_transforms: bool) -> list[dict]:
@@ -187,61 +83,13 @@ def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.o
     return make_optimizer(groups, o.name, phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
-class _Batches:
-    """One epoch of training batches for one rank: order from ``(seed, epoch)``, resumable at
-    any step without reading the skipped batches.
-
-    Nothing here draws from torch's global RNG (a resumed run would draw at another point than
-    the uninterrupted one): the DataLoader gets its own generator, and a dataset that augments
-    per image (``KeyedSubset``) gets each image's key from ``(seed, epoch, image)``.
-    """
-
-    def __init__(self, data: DataBundle, config: TrainConfig, env: _Env, epoch: int) -> None:
-        from torch.utils.data import DistributedSampler
-
-        self.per_rank = config.batch_size // env.world
-        sampler = DistributedSampler(
-            data.train, env.world, env.rank, shuffle=True, seed=config.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        self.indices = list(sampler)
-        self.dataset = data.train
-        self.num_workers = config.data.num_workers
-        self.seed, self.epoch = config.seed, epoch
-        # Page-locked batches let the copies to a GPU run asynchronously (non_blocking).
-        self.pin_memory = env.device.type == "cuda"
-
-    def __len__(self) -> int:
-        return len(self.indices) // self.per_rank
-
-    def iterate(self, start: int, stop: int | None = None):
-        """Batches ``start`` (inclusive) to ``stop`` (exclusive; default: the epoch's end)."""
-        stop = len(self) if stop is None else min(stop, len(self))
-        chunks = [
-            self.indices[i * self.per_rank : (i + 1) * self.per_rank] for i in range(start, stop)
-        ]
-        fast = getattr(self.dataset, "batch", None)
-        if fast is not None and self.num_workers == 0:
-            for c in chunks:
-                x, y = fast(c)
-                yield (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
-            return
-        if getattr(self.dataset, "keyed", False):
-            chunks = [
-                [(i, step_seed(self.seed, 2, self.epoch, i)) for i in chunk] for chunk in chunks
-            ]
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=chunks,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            generator=step_generator(self.seed, 3, self.epoch, start),
-        )
-        yield from loader
-
-
 def _teacher(
-    net: Supernet, data: DataBundle, config: TrainConfig, run_dir: Path, env: _Env, create: bool
+    net: Supernet,
+    data: DataBundle,
+    config: TrainConfig,
+    run_dir: Path,
+    env: ProcessEnv,
+    create: bool,
 ) -> nn.Module:
     """The full network as a frozen teacher, its batch norm recalibrated at each resolution on
     the holdout slice that evaluations use (the ranks share the calibration; saved by rank 0,
@@ -259,7 +107,7 @@ def _teacher(
         teacher = FullNetworkTeacher.build(net, calibration, distributed=shared)
         if env.main:
             save_weights(teacher, path)
-        _barrier(env)
+        barrier(env)
     # Every rank, rank 0 included, takes the saved file: all hold the same teacher, as a resumed
     # run does.
     teacher = load_teacher(net, path)
@@ -268,7 +116,7 @@ def _teacher(
     return teacher
 
 
-def _tensorboard(run_dir: Path, env: _Env, purge_step: int | None) -> Any:
+def _tensorboard(run_dir: Path, env: ProcessEnv, purge_step: int | None) -> Any:
     if not env.main:
         return None
     try:
@@ -305,7 +153,7 @@ def train(
     run_dir = Path(run_dir)
     if resume and force:  # before any slow step (the data may be a large folder to scan)
         check_run_dir(run_dir, config, resume, force)
-    env = _setup_env(config)
+    env = setup_env(config)
     # Everything that can fail on bad input happens before the run directory is touched.
     data = load_data(config.data)
     torch.manual_seed(config.seed)  # weight init (and dropout) use the global RNG, as in PyTorch
@@ -315,7 +163,7 @@ def train(
         in_channels=data.in_channels,
         **config.model.family_kwargs(),
     )
-    _seed_ranks(env, config.seed)
+    seed_ranks(env, config.seed)
     phases = resolve_phases(config, net.space)
     if config.batch_size % env.world:
         raise ValueError(f"batch_size={config.batch_size} must divide by {env.world} ranks")
@@ -324,7 +172,7 @@ def train(
             f"the training data has {data.num_classes} class; a classifier needs at least 2 "
             "(an ImageFolder needs one folder per class)"
         )
-    if len(_Batches(data, config, env, 0)) == 0:
+    if len(EpochBatches(data, config, env, 0)) == 0:
         raise ValueError(
             f"batch_size={config.batch_size} exceeds the {len(data.train)} training images "
             f"(across {env.world} ranks): not one step per epoch; lower batch_size"
@@ -332,10 +180,10 @@ def train(
     # Every rank checks (and so raises alike) before rank 0 changes anything; rank 0 alone
     # prepares the directory, and the others wait for it.
     check_run_dir(run_dir, config, resume, force)
-    _barrier(env)
+    barrier(env)
     if env.main:
         prepare_run_dir(run_dir, config, resume, force)
-    _barrier(env)
+    barrier(env)
 
     net.to(env.device)
     if config.channels_last:
@@ -353,7 +201,7 @@ def train(
     if loaded is not None:
         state, extra = loaded
         load_weights(net, run_dir / state["weights"])
-        _restore_random_states(env, extra)
+        restore_random_states(env, extra)
     if resume and env.main and not state.get("finished"):
         # Records past the checkpoint (all of them when the run was killed before its first
         # one) are of steps that now run again.
@@ -365,7 +213,7 @@ def train(
             else:  # the final checkpoint holds the final weights
                 _save_supernet(net, run_dir, data, config)
                 print(f"{run_dir} is finished; {SUPERNET_FILE} was missing and is written again")
-        _barrier(env)
+        barrier(env)
         return run_dir / SUPERNET_FILE
 
     model: nn.Module = net
@@ -401,7 +249,7 @@ def train(
             global_step=gstep,
             elapsed=time.monotonic() - started,
         )
-        tensors: dict[str, Any] = _random_states(env)
+        tensors: dict[str, Any] = random_states(env)
         if optimizer is not None:
             tensors["optimizer"] = optimizer.state_dict()
         # Mixed precision's loss scale (empty when AMP is off): a resumed run continues with the
@@ -409,7 +257,7 @@ def train(
         tensors["scaler"] = scaler.state_dict()
         if env.main:
             save_checkpoint(run_dir, state, net, tensors)
-        _barrier(env)
+        barrier(env)
         last_ckpt = time.monotonic()
 
     teacher: nn.Module | None = None
@@ -429,7 +277,7 @@ def train(
         optimizer = _make_optimizer(net, config, phase)
         if not fresh_phase and "optimizer" in extra:
             optimizer.load_state_dict(extra["optimizer"])
-        steps_per_epoch = len(_Batches(data, config, env, 0))
+        steps_per_epoch = len(EpochBatches(data, config, env, 0))
         # Fractional epochs: the last epoch stops early (its batch order is still a full shuffle).
         total_steps = max(1, round(pc.epochs * steps_per_epoch))
         warmup_steps = round(pc.warmup_epochs * steps_per_epoch)
@@ -437,7 +285,7 @@ def train(
 
         for epoch in range(state["epoch"], num_epochs):
             net.train()
-            epoch_batches = _Batches(data, config, env, epoch)
+            epoch_batches = EpochBatches(data, config, env, epoch)
             start_step = state["step"] if epoch == state["epoch"] else 0
             epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
             bar = tqdm(
@@ -519,7 +367,7 @@ def train(
                             writer,
                         )
                     t_log, imgs_log = now, 0
-                if not last_of_epoch and _checkpoint_due(env, config, gstep, last_ckpt):
+                if not last_of_epoch and checkpoint_due(env, config, gstep, last_ckpt):
                     checkpoint(phase.index, epoch, step + 1, gstep, optimizer)
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
                     bar.close()
@@ -550,7 +398,7 @@ def train(
         _save_supernet(net, run_dir, data, config)
         state.update(finished=True, elapsed=time.monotonic() - started)
         save_checkpoint(run_dir, state, net, {"rng": torch.get_rng_state()})
-    _barrier(env)
+    barrier(env)
     if writer is not None:
         writer.close()
     return run_dir / SUPERNET_FILE
@@ -637,7 +485,7 @@ def _validate(
     phase: Phase,
     data: DataBundle,
     config: TrainConfig,
-    env: _Env,
+    env: ProcessEnv,
     epoch: int,
     gstep: int,
     started: float,
@@ -669,7 +517,7 @@ def _validate(
 
 
 def _summary(
-    net: Supernet, data: DataBundle, config: TrainConfig, env: _Env, started: float
+    net: Supernet, data: DataBundle, config: TrainConfig, env: ProcessEnv, started: float
 ) -> dict[str, Any]:
     """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
     test set is used here, for final reporting, and nowhere else in training. Under DDP the
