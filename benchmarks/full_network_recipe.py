@@ -3,13 +3,14 @@
     .venv/bin/python -m benchmarks.full_network_recipe [--epochs 1] [--no-augment]
         [--optimizer sgd|adamw] [--lr 0.2] [--batch-size 256] [--resolution 28]
         [--stage-strides 2,1,2,1,1] [--arch largest|smallest] [--kernel-size 3|5|7]
-        [--threads 1] [--native-depthwise-grad]
+        [--threads 1] [--native-depthwise-grad] [--label-smoothing 0.1]
 
 Trains one static subnet of ``mbv3_small_images`` (the quick preset's largest by default) on the
-55,000 Fashion-MNIST training images with the trainer's loss (label smoothing 0.1), cosine
-learning rate with a 0.1-epoch warm-up, and the trainer's augmentation (random +-2 px translation
-and horizontal flip) unless ``--no-augment``, then prints one JSON line: the settings, MACs, wall
-time, images/s and accuracy on the 5,000-image holdout. ``--stage-strides`` rebuilds the family
+55,000 Fashion-MNIST training images with the trainer's loss (label smoothing 0.1 unless
+``--label-smoothing``), cosine learning rate with a 0.1-epoch warm-up, and the trainer's
+augmentation (random +-2 px translation and horizontal flip) unless ``--no-augment``, then
+prints one JSON line: the settings, MACs, wall time, images/s and accuracy on the 5,000-image
+holdout. ``--stage-strides`` rebuilds the family
 with another downsampling pattern (same widths) to price more spatial resolution;
 ``--kernel-size`` gives every depthwise conv of the arch that kernel, to price the kernel choices.
 Depthwise weight gradients are the trainer's (``onceforall.elastic.depthwise``: kernels wider
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--kernel-size", type=int, choices=(3, 5, 7), default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--native-depthwise-grad", action="store_true")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,7 +107,7 @@ def main() -> None:
                 idx = order[i * args.batch_size : (i + 1) * args.batch_size]
                 x = xs[idx] if args.no_augment else augment_batch(xs[idx], g)
                 x = resize_batch(x, args.resolution).contiguous(memory_format=torch.channels_last)
-                loss = F.cross_entropy(net(x), ys[idx], label_smoothing=0.1)
+                loss = F.cross_entropy(net(x), ys[idx], label_smoothing=args.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
