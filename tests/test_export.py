@@ -383,6 +383,20 @@ def test_search_cli_infeasible_budget_fails_at_once(run, capsys):
     assert not (run.path / "accuracy_dataset.jsonl").exists()  # nothing slow ran
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--macs", "-5M"), ("--macs", "0"), ("--params", "-500K"), ("--latency-ms", "-1"),
+     ("--latency-ms", "-.5"), ("--latency-ms", "0"), ("--latency-ms", "nan")],
+)  # fmt: skip
+def test_search_cli_refuses_a_budget_that_is_no_positive_number(tmp_path, capsys, flag, value):
+    """While parsing, before any run is opened or latency table measured; a negative value is
+    read as the option's value, not as an unknown option."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["search", str(tmp_path / "no-run"), flag, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {flag}: {value!r}: a budget must be a positive" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
 def test_search_and_latency_on_torch_cuda_without_a_gpu_are_refused(run, capsys):
     for argv in (["search", str(run.path), "--backend", "torch-cuda", "--latency-ms", "5"],

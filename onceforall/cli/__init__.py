@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from safetensors import SafetensorError
@@ -24,8 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--macs -5M`` as ``--macs=-5M``: argparse takes a value that starts with ``-`` and is no
+    plain number for an option, and would answer "expected one argument" instead of the option's
+    own check. No argument of this command line is a negative number on its own."""
+    out: list[str] = []
+    for token in argv:
+        if out and re.match(r"-\.?\d", token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
     # key=value overrides may come anywhere after the config (also after --out): argparse leaves
     # those it cannot place among the unknown arguments.
     args, unknown = parser.parse_known_args(argv)

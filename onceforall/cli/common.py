@@ -10,6 +10,7 @@ __all__ = [
     "add_timing_args",
     "count",
     "drift_line",
+    "milliseconds",
     "plot_file",
     "print_table",
     "quantity",
@@ -21,14 +22,32 @@ BACKENDS = ("onnxruntime", "torch-cpu", "torch-cuda")
 
 
 def quantity(text: str) -> float:
-    """A count such as ``2500000``, ``2.5e6`` or ``2.5M`` (K, M, G suffixes)."""
+    """A positive budget such as ``2500000``, ``2.5e6`` or ``2.5M`` (K, M, G suffixes)."""
     scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:].lower(), 1.0)
     try:
-        return float(text[:-1] if scale != 1.0 else text) * scale
+        value = float(text[:-1] if scale != 1.0 else text) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number like 2500000, 2.5e6 or 2.5M"
         ) from None
+    return _positive(value, text)
+
+
+def milliseconds(text: str) -> float:
+    """A positive latency budget in milliseconds, such as ``2`` or ``0.5``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of ms like 2 or 0.5") from None
+    return _positive(value, text)
+
+
+def _positive(value: float, text: str) -> float:
+    # A budget of zero or less fits no subnet of any space: said at once, before a latency
+    # table is measured for it (nan and inf are no budgets either).
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget must be a positive number")
+    return value
 
 
 def count(text: str) -> int:

@@ -11,6 +11,7 @@ from onceforall.cli.common import (
     add_timing_args,
     count,
     drift_line,
+    milliseconds,
     plot_file,
     print_table,
     quantity,
@@ -201,7 +202,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "accuracy dataset's evaluations and rank 0 does the rest.",
     )
     se.add_argument("run_dir", help="a finished run directory (onceforall train --out)")
-    se.add_argument("--latency-ms", type=float, help="latency budget on --backend, in ms")
+    se.add_argument("--latency-ms", type=milliseconds, help="latency budget on --backend, in ms")
     se.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     se.add_argument("--macs", type=quantity, help="MACs budget, e.g. 5e6 or 5M")
     se.add_argument("--params", type=quantity, help="parameter budget, e.g. 500K")
