@@ -24,6 +24,11 @@ as part of a subnet's "true" accuracy. ``--bn-noise`` measures that share too: e
 evaluated a second time on the same images with its statistics recalibrated on the next
 ``--calibration-images`` holdout images (the holdout rolled by that many), the calibration noise
 is ``sd(first - second) / sqrt(2)``, and the ceiling is recomputed with it counted as noise.
+The same two evaluations price the overlap of calibration and evaluation images (each subnet's
+statistics come from images it is then scored on): on the two calibration slices, the accuracy
+of the images a subnet was calibrated on minus their accuracy when it was calibrated on the
+other slice, averaged over both slices and the subnets (``calibration_overlap_pp``, with its
+standard error over subnets), and that gap's share in an accuracy over the whole holdout.
 """
 
 from __future__ import annotations
@@ -101,6 +106,21 @@ def calibration_noise(first: np.ndarray, second: np.ndarray, stats: dict[str, fl
     }
 
 
+def calibration_overlap(first: np.ndarray, second: np.ndarray, n_cal: int) -> dict[str, float]:
+    """How much higher images score when the subnet's batch norm was calibrated on them.
+
+    ``first`` and ``second`` are ``(subnets, images)`` outcomes on the whole holdout, in holdout
+    order, calibrated on its first ``n_cal`` images and on the next ``n_cal`` respectively."""
+    a, b = slice(0, n_cal), slice(n_cal, 2 * n_cal)
+    own = first[:, a].mean(1) - second[:, a].mean(1) + second[:, b].mean(1) - first[:, b].mean(1)
+    gap = 100 * own / 2  # per subnet, pp: calibrated on them minus calibrated on the others
+    return {
+        "calibration_overlap_pp": float(gap.mean()),
+        "calibration_overlap_se_pp": float(gap.std(ddof=1) / math.sqrt(len(gap))),
+        "holdout_accuracy_shift_pp": float(gap.mean() * n_cal / first.shape[1]),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = holdout_parser(__doc__, 100, "subnets (the dataset's first n archs)")
     p.add_argument("--seed", type=int, default=0, help="the accuracy dataset's sample seed")
@@ -144,7 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     other = dataclasses.replace(data, holdout=rolled(data.holdout, n_cal))
     second = SubnetEvaluator(net, other, n_cal, len(data.holdout), args.batch_size)
     start = time.perf_counter()
-    acc2 = np.array([second(a) for a in tqdm(archs, desc="recalibrated on the next slice")])
+    rolled_correct = np.stack(
+        [second.correct(a).numpy() for a in tqdm(archs, desc="recalibrated on the next slice")]
+    )
+    correct2 = np.roll(rolled_correct, n_cal, axis=1)  # back to holdout order
+    acc2 = 100 * correct2.mean(1)
     bn = calibration_noise(acc, acc2, stats)
     print(
         f"calibration noise sd {bn['calibration_noise_sd_pp']:.3f} pp (accuracies with the two "
@@ -152,6 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.perf_counter() - start:.0f} s); with it counted as noise: reliability "
         f"{bn['reliability_with_calibration']:.3f}, Kendall tau ceiling "
         f"{bn['tau_ceiling_with_calibration']:.3f}"
+    )
+    over = calibration_overlap(correct, correct2, n_cal)
+    print(
+        f"calibration overlap: images a subnet was calibrated on score "
+        f"{over['calibration_overlap_pp']:+.3f} pp (se {over['calibration_overlap_se_pp']:.3f}) "
+        f"against calibration on other images; in an accuracy over the whole holdout "
+        f"({n_cal:,} of {len(data.holdout):,} images calibrated on): "
+        f"{over['holdout_accuracy_shift_pp']:+.3f} pp"
     )
 
 

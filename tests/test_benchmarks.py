@@ -263,6 +263,29 @@ def test_label_noise_calibration_noise_is_recovered_and_counted():
     assert bn["tau_ceiling_with_calibration"] < 0.8 and bn["calibration_r"] > 0.9
 
 
+def test_label_noise_calibration_overlap_is_recovered():
+    """Images scored by a subnet calibrated on them succeed 2 pp more often: the gap comes back,
+    and its share in a whole-holdout accuracy is the calibration slice's share of the images."""
+    import numpy as np
+
+    from benchmarks.label_noise import calibration_overlap
+
+    rng = np.random.default_rng(0)
+    subnets, images, n_cal = 4000, 300, 100
+    p_first, p_second = np.full(images, 0.85), np.full(images, 0.85)
+    p_first[:n_cal] += 0.02  # calibrated on the first slice
+    p_second[n_cal : 2 * n_cal] += 0.02  # calibrated on the second
+    first = rng.random((subnets, images)) < p_first
+    second = rng.random((subnets, images)) < p_second
+    over = calibration_overlap(first, second, n_cal)
+    assert over["calibration_overlap_pp"] == pytest.approx(
+        2.0, abs=4 * over["calibration_overlap_se_pp"]
+    )
+    assert over["holdout_accuracy_shift_pp"] == pytest.approx(over["calibration_overlap_pp"] / 3)
+    none = calibration_overlap(first, first, n_cal)  # the same calibration both times: no gap
+    assert none["calibration_overlap_pp"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_label_noise_bn_noise_rolls_the_calibration_slice(tiny_run, capsys):
     from benchmarks.label_noise import main, rolled
     from onceforall.data import load_data
@@ -273,7 +296,8 @@ def test_label_noise_bn_noise_rolls_the_calibration_slice(tiny_run, capsys):
     assert sorted(moved.indices.tolist()) == sorted(holdout.indices.tolist())  # the same images
     main([str(tiny_run), "--n", "4", "--calibration-images", "32", "--threads", "1", "--bn-noise"])
     out = capsys.readouterr().out
-    assert "calibration noise sd" in out and "tau ceiling" in out.splitlines()[-1]
+    assert "calibration noise sd" in out and "tau ceiling" in out.splitlines()[-2]
+    assert "calibration overlap" in out.splitlines()[-1]
     with pytest.raises(SystemExit):  # a second slice of 40 does not fit in 64 images
         main([str(tiny_run), "--n", "4", "--calibration-images", "40", "--bn-noise"])
 
