@@ -172,7 +172,7 @@ def load_data(config: DataConfig) -> DataBundle:
     """
     config.validate()
     if config.dataset == "imagefolder":
-        from onceforall.data.imagefolder import load_imagefolder  # torchvision: slow import
+        from onceforall.data.imagefolder import load_imagefolder  # (it imports this module)
 
         return load_imagefolder(config)
     loaders = {
