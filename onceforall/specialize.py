@@ -252,6 +252,7 @@ class Specializer:
 
         Raises:
             InfeasibleConstraint: naming the budget and the smallest achievable value.
+            ValueError: a latency budget that is no positive number (before any measurement).
         """
         net = self.run.net
         exact = []
@@ -262,6 +263,8 @@ class Specializer:
         check_feasible(net.space, exact)
         if latency_ms is None:
             return exact
+        if not 0 < latency_ms < float("inf"):  # no subnet runs in that: no table is measured
+            raise ValueError(f"latency_ms={latency_ms}: a latency budget must be a positive number")
         latency = [latency_cost(self.latency_table).at_most(latency_ms)]
         check_feasible(net.space, exact + latency)
         return exact + latency

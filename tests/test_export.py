@@ -383,6 +383,20 @@ def test_search_cli_infeasible_budget_fails_at_once(run, capsys):
     assert not (run.path / "accuracy_dataset.jsonl").exists()  # nothing slow ran
 
 
+@pytest.mark.parametrize("limit", [-1.0, 0.0, float("nan"), float("inf")])
+def test_specializer_refuses_a_latency_budget_that_is_no_positive_number_before_measuring(
+    run, monkeypatch, limit
+):
+    from onceforall.specialize import Specializer
+
+    def measured(self):
+        raise AssertionError("no latency table may be measured for this budget")
+
+    monkeypatch.setattr(Specializer, "latency_table", property(measured))
+    with pytest.raises(ValueError, match="a latency budget must be a positive number"):
+        Specializer(run, "onnxruntime").constraints(latency_ms=limit)
+
+
 @pytest.mark.parametrize(
     "flag, value",
     [("--macs", "-5M"), ("--macs", "0"), ("--params", "-500K"), ("--latency-ms", "-1"),
