@@ -562,6 +562,13 @@ def test_search_cli_json_meets_budgets_and_pareto_plots(tiny_run, tmp_path, caps
     assert sum(line.lstrip().startswith("front ") for line in out.splitlines()) == 3
     metrics = json.loads((run_dir / "accuracy_predictor.json").read_text())["metrics"]
     assert f"RMSE {metrics['rmse']:.2f} pp, Kendall tau {metrics['kendall_tau']:.2f}" in out
+    # --no-progress: a table still to build is built without bars.
+    table = latency_table_path(run, "torch-cpu", 1)
+    table.unlink()
+    capsys.readouterr()
+    argv = ["search", str(run_dir), "--latency-ms", "1e6", "--no-measure", *common]
+    assert cli_main([*argv, "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err and table.is_file()
 
 
 # ----------------------------------------------------------------------------- onceforall latency
@@ -572,16 +579,19 @@ def test_latency_cli_builds_refuses_to_overwrite_and_validates(tiny_run, tmp_pat
     shutil.copytree(tiny_run, run_dir)
     common = ["--backend", "torch-cpu", "--threads", "1", "--warmup", "1", "--repeats", "3"]
     assert cli_main(["latency", "build", str(run_dir), *common, "--n", "3"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "LatencyTable(" in out and "3 random subnets timed in the same rounds" in out
+    assert "%|" in err  # the layers' progress bar
     tables = list((run_dir / "latency").glob("torch-cpu-t1-*.json"))
     assert len(tables) == 1
     before = tables[0].read_bytes()
     assert cli_main(["latency", "build", str(run_dir), *common]) != 0
     assert "pass --force" in capsys.readouterr().err and tables[0].read_bytes() == before
-    assert cli_main(["latency", "validate", str(run_dir), *common, "--n", "3"]) == 0
-    out = capsys.readouterr().out
+    argv = ["latency", "validate", str(run_dir), *common, "--n", "3", "--no-progress"]
+    assert cli_main(argv) == 0
+    out, err = capsys.readouterr()
     assert "3 random subnets, torch-cpu: MAPE" in out
+    assert "%|" not in err
     assert "the latency table's fitting subnets now take" in out
     assert cli_main(["latency", "validate", str(run_dir), *common[:4], "--repeats", "0"]) != 0
     assert "--repeats 0 must be >= 1" in capsys.readouterr().err

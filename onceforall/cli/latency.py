@@ -40,6 +40,7 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         args.backend,
         threads=args.threads,
         latency_validate=20 if args.n is None else args.n,
+        progress=not args.no_progress,
         **{f"latency_{k}": v for k, v in timing.items() if v is not None},
     )
     path = latency_table_path(run, args.backend, spec.threads)
@@ -59,7 +60,7 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         )
     if args.action == "validate":
         n = 30 if args.n is None else args.n
-        v = validate_latency(run.net, table, n, args.seed, progress=True, **timing)
+        v = validate_latency(run.net, table, n, args.seed, progress=not args.no_progress, **timing)
         _print_validation(v, f"{n} random subnets, {args.backend}")
         rebuild = f"onceforall latency build {args.run_dir} --backend {args.backend}"
         if args.threads:
@@ -147,7 +148,7 @@ def _latency_kit(run, args: argparse.Namespace, timing: dict) -> int:
             threads=args.threads or 1,
             validate_subnets=20 if args.n is None else args.n,
             validate_seed=args.seed,
-            progress=True,
+            progress=not args.no_progress,
             **{k: v for k, v in timing.items() if v is not None},
         )
         print(
@@ -206,6 +207,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "rounds as the layers)",
     )
     la.add_argument("--seed", type=int, default=1)
+    la.add_argument("--no-progress", action="store_true", help="no progress bars")
     la.add_argument(
         "--force",
         action="store_true",

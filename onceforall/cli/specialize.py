@@ -39,7 +39,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         threads=args.threads,
         accuracy_samples=args.samples,
         **timing,
-        progress=not args.json,
+        progress=not (args.json or args.no_progress),
         device=args.device,
         accuracy_settings={
             k: v
@@ -246,6 +246,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--no-measure", action="store_true", help="skip measuring latency")
     se.add_argument("--json", action="store_true", help="print results as JSON")
+    se.add_argument("--no-progress", action="store_true", help="no progress bars")
     se.set_defaults(func=_cmd_search)
 
     ex = sub.add_parser("export", help="write one subnet as ONNX/TorchScript/safetensors + card")
