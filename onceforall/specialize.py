@@ -329,40 +329,46 @@ class Specializer:
     ) -> list[Pick]:
         """Predicted and measured figures of ``archs``: holdout accuracy of the BN-recalibrated
         extracted subnet and its end-to-end latency on this backend (same threads as the table).
-        Latency is not measured for a device measured elsewhere (``measured_latency_ms`` None)."""
+        Latency is not measured for a device measured elsewhere (``measured_latency_ms`` None).
+
+        An arch given more than once (a budget's pick that is also a point of the front) is
+        extracted, evaluated and timed once, and its picks share those figures: one arch gets one
+        measured accuracy and one time, whatever label it is reported under."""
         latency = latency and self.device is None
         net = self.run.net
         labels = labels or [str(i) for i in range(len(archs))]
-        predicted_acc = self.predictor.accuracy(archs)
-        predicted_ms = self.latency_table.predict_many(archs)
-        subs = [self.run.subnet(a) if accuracy or latency else None for a in archs]
+        if len(labels) != len(archs):
+            raise ValueError(f"{len(labels)} labels for {len(archs)} archs")
+        distinct = list(dict.fromkeys(archs))  # first-seen order
+        predicted_acc = self.predictor.accuracy(distinct)
+        predicted_ms = self.latency_table.predict_many(distinct)
+        subs = [self.run.subnet(a) if accuracy or latency else None for a in distinct]
         holdout = [
             self.run.accuracy(sub, a) if accuracy else None
-            for sub, a in zip(subs, archs, strict=True)
+            for sub, a in zip(subs, distinct, strict=True)
         ]
-        measured: list[float | None] = [None] * len(archs)
+        measured: list[float | None] = [None] * len(distinct)
         drift = None
-        if latency and archs:
+        if latency and distinct:
             # All picks in one set of interleaved rounds with the table's fitting subnets: the
             # picks compare with each other, and the drift applies to exactly these timings.
             models = [sub.cpu().eval() for sub in subs]
-            measured, drift = time_with_drift(self.latency_table, models, archs)
-        picks = []
-        for label, arch, acc, ms, h, t in zip(
-            labels, archs, predicted_acc, predicted_ms, holdout, measured, strict=True
-        ):
-            picks.append(
-                Pick(
-                    label,
-                    str(arch),
-                    float(acc),
-                    h,
-                    float(ms),
-                    t,
-                    net.macs(arch),
-                    net.num_params(arch),
-                    self.backend,
-                    drift,
-                )
+            measured, drift = time_with_drift(self.latency_table, models, distinct)
+        figures = {
+            arch: (float(acc), h, float(ms), t)
+            for arch, acc, ms, h, t in zip(
+                distinct, predicted_acc, predicted_ms, holdout, measured, strict=True
             )
-        return picks
+        }
+        return [
+            Pick(
+                label,
+                str(arch),
+                *figures[arch],
+                net.macs(arch),
+                net.num_params(arch),
+                self.backend,
+                drift,
+            )
+            for label, arch in zip(labels, archs, strict=True)
+        ]

@@ -287,3 +287,32 @@ def test_picks_vs_dataset_benchmark_reads_a_demo(demo_dir):
     assert out["labels"]["n"] == len(labels) and out["labels"]["max"] == max(labels.values())
     top = max(r["predicted"] for r in out["rows"])
     assert out["highest_prediction_above_highest_label"] == top - max(labels.values())
+
+
+def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
+    """A pick that is also a point of the front is extracted, evaluated and timed once; both
+    labels report the same figures."""
+    import onceforall.specialize as specialize
+    from onceforall.run import Run
+
+    run = Run.open(demo_dir / "run")
+    spec = specialize.Specializer(run, "onnxruntime")
+    extracted, timed = [], []
+    subnet = run.subnet
+    monkeypatch.setattr(run, "subnet", lambda arch: extracted.append(arch) or subnet(arch))
+
+    def fake_timing(table, models, archs):
+        timed.append(list(archs))
+        return [float(i + 1) for i in range(len(models))], 1.25
+
+    monkeypatch.setattr(specialize, "time_with_drift", fake_timing)
+    a, b = run.net.space.largest(), run.net.space.smallest()
+    picks = spec.measure([a, b, a], ["front 1", "tight", "front 2"])
+    assert extracted == [a, b] and timed == [[a, b]]
+    assert [p.label for p in picks] == ["front 1", "tight", "front 2"]
+    assert [p.measured_latency_ms for p in picks] == [1.0, 2.0, 1.0]
+    same = {k: v for k, v in picks[0].to_dict().items() if k != "label"}
+    assert same == {k: v for k, v in picks[2].to_dict().items() if k != "label"}
+    assert picks[1].holdout_accuracy is not None and picks[1].latency_drift == 1.25
+    with pytest.raises(ValueError, match="2 labels for 3 archs"):
+        spec.measure([a, b, a], ["x", "y"])
