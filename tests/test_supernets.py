@@ -267,6 +267,45 @@ def test_frozen_kernel_transforms_are_folded_once_and_follow_changes():
     assert torch.allclose(kernel, _reference_kernel(conv, 3, 8), rtol=1e-9, atol=1e-12)
 
 
+def test_trained_kernel_transforms_are_never_served_stale():
+    """The fused SGD kernel (the trainer's optimizer) updates the transforms without a version
+    count. An evaluation between training steps (no gradients: the folded matrix is asked for)
+    must not keep a matrix that later evaluations, or a later phase with the transforms frozen,
+    would take for the current one."""
+
+    def matches(conv: ElasticDepthwiseConv, k: int) -> bool:
+        with torch.no_grad():  # as an epoch-end validation or an extraction asks
+            return torch.allclose(
+                conv.kernel(k, 8), _reference_kernel(conv, k, 8), rtol=1e-5, atol=1e-6
+            )
+
+    def train(conv: ElasticDepthwiseConv, k: int, steps: int) -> None:
+        opt = torch.optim.SGD(conv.parameters(), lr=0.5, momentum=0.9, fused=True)
+        for _ in range(steps):
+            opt.zero_grad()
+            conv.kernel(k, 8).square().sum().backward()
+            opt.step()
+            assert matches(conv, 3)
+
+    torch.manual_seed(0)
+    conv = ElasticDepthwiseConv(16, (3, 5, 7))
+    assert matches(conv, 3)
+    before = conv.transforms["5to3"].clone()
+    train(conv, 3, steps=3)  # the elastic kernel phase, validated between steps
+    assert not torch.equal(conv.transforms["5to3"], before)  # the steps did change them
+    for t in conv.transforms.values():  # a phase with the transforms frozen: the trained ones
+        t.requires_grad_(False)
+    assert matches(conv, 3) and matches(conv, 5)
+    assert 3 in conv._matrices  # frozen, the folded matrix is kept again
+    # Trainable again, trained at 5x5 only: 7 -> 5, the first step of 3's chain too, changes.
+    for t in conv.transforms.values():
+        t.requires_grad_(True)
+    train(conv, 5, steps=2)
+    for t in conv.transforms.values():
+        t.requires_grad_(False)
+    assert matches(conv, 3)
+
+
 def _blockwise_forward(net: ofa.Supernet, x: torch.Tensor, arch: ofa.ArchConfig) -> torch.Tensor:
     """forward_arch as a plain block-after-block loop: each block slices its own weights."""
     if isinstance(net, ResNetSupernet):

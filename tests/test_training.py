@@ -361,6 +361,32 @@ def test_sandwich_schedule_trains_largest_smallest_and_random():
         assert subnets_for_step(one, schedule, step_generator(0, 1)) == [one.space.largest()]
 
 
+def test_the_trained_supernet_computes_what_the_saved_one_does(tmp_path, monkeypatch):
+    """The sandwich trains the kernel transforms in every elastic phase with the fused SGD
+    kernel, which leaves no version count on them; the epoch-end validations between those
+    steps ask for the folded matrices. The network that training ends with, which the summary
+    and the last validations score, must still compute what its saved weights do."""
+    import onceforall.training.trainer as trainer
+
+    ended = {}
+    summary = trainer._summary
+
+    def keep(net, *args, **kwargs):
+        ended["net"] = net
+        return summary(net, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_summary", keep)
+    config = tiny_config(**{"schedule.kind": "sandwich"})
+    train(config, tmp_path / "run", progress=False)
+    saved = ofa.load_supernet(tmp_path / "run")
+    arch = saved.space.smallest()  # 3x3 kernels: transformed from the 7x7 weights
+    assert arch.kernel_sizes[0][0] == 3
+    trained_sub, saved_sub = ended["net"].extract(arch), saved.extract(arch)
+    pairs = zip(trained_sub.state_dict().items(), saved_sub.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.equal(a.cpu(), b), name
+
+
 def test_sandwich_resolution_random_draws_the_extremes_resolution_per_step():
     config = tiny_config(**{"schedule.kind": "sandwich"})
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,

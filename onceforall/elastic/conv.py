@@ -175,9 +175,19 @@ class ElasticDepthwiseConv(nn.Module):
 
     def frozen_matrix(self, kernel_size: int) -> torch.Tensor | None:
         """The folded ``(k^2, max_k^2)`` matrix of a smaller kernel while no gradient reaches the
-        transforms (frozen, as in every phase after the elastic kernel one, or nothing records
-        gradients), ``None`` otherwise. Kept until a transform changes (its version counter or
-        storage moves)."""
+        transforms (frozen, as in the phases that train widths, or nothing records gradients),
+        ``None`` otherwise.
+
+        Kept between calls only while the transforms are frozen (``requires_grad`` off), until
+        one changes (its version counter or storage moves). Trainable transforms are folded
+        afresh on every call: an optimizer may update them without a version count (the fused
+        SGD and AdamW kernels leave ``_version`` alone), so a matrix kept from an evaluation
+        between training steps would silently go stale."""
+        # The chains share their transforms (7 -> 5 is the first step to 3 as well): while any
+        # of the layer's trains, nothing folded before is a guide, whichever kernel asks.
+        trainable = any(t.requires_grad for t in self.transforms.values())
+        if trainable:
+            self._matrices.clear()
         transforms = [self.transforms[key] for key, _ in self._chains[kernel_size]]
         if torch.is_grad_enabled() and any(t.requires_grad for t in transforms):
             return None
@@ -190,7 +200,8 @@ class ElasticDepthwiseConv(nn.Module):
         # forward, such as an evaluation's extract, fail on mixed dtypes).
         with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):
             m = self._matrix(self._chains[kernel_size], transforms)
-        self._matrices[kernel_size] = (state, m)
+        if not trainable:
+            self._matrices[kernel_size] = (state, m)
         return m
 
     def kernel_from(self, taken: Iterator[torch.Tensor], kernel_size: int) -> torch.Tensor:
