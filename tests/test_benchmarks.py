@@ -501,3 +501,17 @@ def test_memory_format_benchmark_times_both_formats(capsys):
             if line.startswith("mbv3_small_images")]  # fmt: skip
     assert [len(r) for r in rows] == [5, 4]  # the eval forward, then the per-subnet work
     assert all(float(v) > 0 for r in rows for v in r[-3:])
+
+
+def test_rescore_agrees_with_the_summary_of_a_run(tiny_run):
+    """benchmarks.rescore: the saved supernet, scored again in this process, gives the summary
+    the trainer wrote (and names the subnets it scored)."""
+    from benchmarks.rescore import rescore
+
+    rows = rescore(tiny_run, threads=1)
+    written = json.loads((tiny_run / "summary.json").read_text())["subnets"]
+    assert set(rows) == set(written) == {"largest", "smallest"}
+    for label, row in rows.items():
+        assert row["arch"] == written[label]["arch"]
+        assert row["rescored"] == row["summary"]
+        assert row["summary"]["test_accuracy"] == written[label]["test_accuracy"]
