@@ -175,19 +175,19 @@ class ElasticDepthwiseConv(nn.Module):
 
     def frozen_matrix(self, kernel_size: int) -> torch.Tensor | None:
         """The folded ``(k^2, max_k^2)`` matrix of a smaller kernel while no gradient reaches the
-        transforms (frozen, as in the phases that train widths, or nothing records gradients),
-        ``None`` otherwise.
+        transforms (frozen, as in the progressive schedule's phases after the elastic kernel one,
+        or nothing records gradients), ``None`` otherwise.
 
         Kept between calls only while the transforms are frozen (``requires_grad`` off), until
         one changes (its version counter or storage moves). Trainable transforms are folded
         afresh on every call: an optimizer may update them without a version count (the fused
         SGD and AdamW kernels leave ``_version`` alone), so a matrix kept from an evaluation
         between training steps would silently go stale."""
-        # The chains share their transforms (7 -> 5 is the first step to 3 as well): while any
-        # of the layer's trains, nothing folded before is a guide, whichever kernel asks.
         # The ParameterDict's own name -> Parameter dict: its public lookups cost about 5 us
         # each, and this runs for every smaller-kernel block of every training step.
         params = self.transforms._parameters
+        # The chains share their transforms (7 -> 5 is the first step to 3 as well): while any
+        # of the layer's trains, nothing folded before is a guide, whichever kernel asks.
         trainable = any(t.requires_grad for t in params.values())
         if trainable:
             self._matrices.clear()
