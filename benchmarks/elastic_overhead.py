@@ -18,8 +18,9 @@ backward carries those ops' gradients back into the full-size parameters, and it
 updates full-size tensors wherever a slice was used). ``--kernel-sizes`` / ``--expand-ratios``
 build the family with fewer choices, to price each elastic dimension apart: in a space with one
 kernel size no kernel is transformed, and with one expand ratio no weight is sliced. The kernel
-transformation matrices are frozen, as the trainer freezes them in every phase that trains these
-archs; ``--train-kernel-transforms`` times the elastic-kernel phase's setting instead.
+transformation matrices are frozen, as the progressive schedule has them in every phase after the
+elastic-kernel one; ``--train-kernel-transforms`` times them trained, as in that phase and in
+every elastic phase of the sandwich schedule (the Fashion-MNIST presets').
 ``--one-op-from`` sets from how many weight slices a forward takes them in one autograd op
 (``onceforall.elastic.utils.take_slices``); a huge value times ordinary slicing, for an A/B.
 ``--profile TOP`` lists, per arch, the TOP ops whose self time the supernet's step adds most
@@ -162,9 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     net = ofa.create_supernet(args.family, num_classes=10, in_channels=in_ch, **choices).train()
     space = net.space
-    # As the trainer does: the kernel transformation matrices train only in the elastic-kernel
-    # phase, whose subnets all have the largest expand ratio and depth. Every phase that trains
-    # the median and the smallest subnet has them frozen (and the largest uses no transform).
+    # The progressive schedule trains the kernel transformation matrices only in the
+    # elastic-kernel phase, whose subnets all have the largest expand ratio and depth: its phases
+    # that train the median and the smallest subnet have them frozen (the largest uses no
+    # transform). The sandwich schedule trains them in every elastic phase.
     for name, param in net.named_parameters():
         if ".transforms." in name:
             param.requires_grad_(args.train_kernel_transforms)

@@ -17,9 +17,11 @@ chunks of ``--steps`` steps, so that machine drift hits all of them alike:
 - ``unfolded``: the frozen kernel transforms run as recorded autograd ops after the one op
   instead of inside it.
 
-The kernel transformation matrices are frozen, as the trainer has them in every phase that
-trains median and small subnets. It prints each variant's median milliseconds per step and its
-difference from ``present``, after checking that all three give the same gradients.
+The kernel transformation matrices are frozen, as the progressive schedule has them in every
+phase that trains median and small subnets (the sandwich schedule trains them throughout, which
+``benchmarks.elastic_overhead --train-kernel-transforms`` times). It prints each variant's
+median milliseconds per step and its difference from ``present``, after checking that all three
+give the same gradients.
 """
 
 from __future__ import annotations
