@@ -51,6 +51,23 @@ class DemoSettings:
     # table's own error on this machine, reported beside the picks.
     latency_validate: int = 20
 
+    def specializer(self, run: Run, backend: str, *, progress: bool = True) -> Specializer:
+        """The specializer the demo uses on ``run``: it finds the accuracy predictor and latency
+        table the demo built there and reuses them (other settings would build new ones)."""
+        return Specializer(
+            run,
+            backend,
+            accuracy_samples=self.accuracy_samples,
+            progress=progress,
+            latency_warmup=self.latency_warmup,
+            latency_repeats=self.latency_repeats,
+            latency_validate=self.latency_validate,
+            accuracy_settings={
+                "calibration_images": self.calibration_images,
+                "eval_images": self.eval_images,
+            },
+        )
+
 
 PRESETS = {
     "quick": DemoSettings("fashion_mnist_quick.yaml", 400, 10, 50, 8),
@@ -185,19 +202,7 @@ def run_demo(
     print(how)
     timings["train"] = time.monotonic() - t
 
-    spec = Specializer(
-        run,
-        backend,
-        accuracy_samples=settings.accuracy_samples,
-        progress=progress,
-        latency_warmup=settings.latency_warmup,
-        latency_repeats=settings.latency_repeats,
-        latency_validate=settings.latency_validate,
-        accuracy_settings={
-            "calibration_images": settings.calibration_images,
-            "eval_images": settings.eval_images,
-        },
-    )
+    spec = settings.specializer(run, backend, progress=progress)
     t = time.monotonic()
     spec.predictor  # noqa: B018 - build (or load) now, to time it
     timings["accuracy_predictor"] = time.monotonic() - t

@@ -293,10 +293,14 @@ def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
     """A pick that is also a point of the front is extracted, evaluated and timed once; both
     labels report the same figures."""
     import onceforall.specialize as specialize
+    from onceforall.demo import PRESETS
     from onceforall.run import Run
 
     run = Run.open(demo_dir / "run")
-    spec = specialize.Specializer(run, "onnxruntime")
+    # The demo's own settings: its predictor is reused (the library's defaults would build one
+    # from 500 subnets, minutes here, and replace the demo's).
+    spec = PRESETS["smoke"].specializer(run, "onnxruntime", progress=False)
+    predictor = (run.path / "accuracy_predictor.json").stat().st_mtime_ns
     extracted, timed = [], []
     subnet = run.subnet
     monkeypatch.setattr(run, "subnet", lambda arch: extracted.append(arch) or subnet(arch))
@@ -316,3 +320,4 @@ def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
     assert picks[1].holdout_accuracy is not None and picks[1].latency_drift == 1.25
     with pytest.raises(ValueError, match="2 labels for 3 archs"):
         spec.measure([a, b, a], ["x", "y"])
+    assert (run.path / "accuracy_predictor.json").stat().st_mtime_ns == predictor
