@@ -23,7 +23,7 @@ import torch
 from onceforall.run import Run
 from onceforall.training.checkpoint import SUMMARY_FILE
 from onceforall.training.distributed import setup_env
-from onceforall.training.trainer import _summary
+from onceforall.training.evaluation import run_summary
 
 
 def rescore(run_dir: Path, threads: int | None = None) -> dict[str, dict]:
@@ -34,7 +34,7 @@ def rescore(run_dir: Path, threads: int | None = None) -> dict[str, dict]:
     env = setup_env(config)  # the run's device and num_threads, as training had them
     if threads:
         torch.set_num_threads(threads)
-    again = _summary(run.net, run.data, config, env, time.monotonic())["subnets"]
+    again = run_summary(run.net, run.data, config, env, time.monotonic())["subnets"]
     splits = ("holdout_accuracy", "test_accuracy")
     return {
         label: {

@@ -110,7 +110,7 @@ def test_kernel_transforms_train_only_in_the_kernel_phase(finished_run):
 
 
 def test_weight_decay_per_phase_falls_back_to_the_optimizers():
-    from onceforall.training.trainer import _make_optimizer
+    from onceforall.training.step import phase_optimizer
 
     config = tiny_config(**{"optimizer.weight_decay": 1e-4})
     config.schedule.phases[0].weight_decay = 5e-4
@@ -118,7 +118,7 @@ def test_weight_decay_per_phase_falls_back_to_the_optimizers():
                               resolutions=(16, 20))  # fmt: skip
     phases = resolve_phases(config, net.space)
     for phase, expected in zip(phases[:2], (5e-4, 1e-4), strict=True):
-        decay, no_decay = _make_optimizer(net, config, phase).param_groups
+        decay, no_decay = phase_optimizer(net, config, phase).param_groups
         assert decay["weight_decay"] == expected and no_decay["weight_decay"] == 0.0
         assert all(p.ndim > 1 for p in decay["params"])  # batch norm and biases never decay
     config.schedule.phases[1].weight_decay = -1.0
@@ -369,13 +369,13 @@ def test_the_trained_supernet_computes_what_the_saved_one_does(tmp_path, monkeyp
     import onceforall.training.trainer as trainer
 
     ended = {}
-    summary = trainer._summary
+    summary = trainer.run_summary
 
     def keep(net, *args, **kwargs):
         ended["net"] = net
         return summary(net, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_summary", keep)
+    monkeypatch.setattr(trainer, "run_summary", keep)
     config = tiny_config(**{"schedule.kind": "sandwich"})
     train(config, tmp_path / "run", progress=False)
     saved = ofa.load_supernet(tmp_path / "run")
@@ -426,6 +426,7 @@ def test_sandwich_resolution_is_validated():
 
 
 def test_distillation_teacher_choice(monkeypatch, tmp_path):
+    from onceforall.training import step as step_module
     from onceforall.training import trainer
 
     assert tiny_config().distill.resolved_teacher("progressive") == "full"
@@ -437,13 +438,13 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
 
     # What each subnet of one step is distilled from.
     seen: list = []
-    real_loss = trainer.distillation_loss
+    real_loss = step_module.distillation_loss
 
     def spy(out, y, target, **kw):
         seen.append(None if target is None else target.clone())
         return real_loss(out, y, target, **kw)
 
-    monkeypatch.setattr(trainer, "distillation_loss", spy)
+    monkeypatch.setattr(step_module, "distillation_loss", spy)
     config = tiny_config(**{"schedule.kind": "sandwich", "channels_last": False})
     torch.manual_seed(0)
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,
@@ -459,7 +460,8 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
         seen.clear()
         opt = torch.optim.SGD(net.parameters(), lr=0.0)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
-        trainer._train_step(net, net, teacher_net, inplace, archs, x, y, config, opt, scaler, False)
+        step_module.train_step(net, net, teacher_net, inplace, archs, x, y, config, opt, scaler,
+                               False)  # fmt: skip
         return list(seen)
 
     assert step(None, False) == [None, None]
@@ -483,13 +485,13 @@ def test_distillation_teacher_choice(monkeypatch, tmp_path):
     # The trainer builds (and saves, for resume) the frozen teacher for a sandwich run with full,
     # and its elastic steps distil from it, not in place.
     calls: list[tuple[bool, bool]] = []
-    real_step = trainer._train_step
+    real_step = trainer.train_step
 
     def step_spy(model, net, teacher_net, inplace, *args):
         calls.append((teacher_net is not None, inplace))
         return real_step(model, net, teacher_net, inplace, *args)
 
-    monkeypatch.setattr(trainer, "_train_step", step_spy)
+    monkeypatch.setattr(trainer, "train_step", step_spy)
     run_dir = tmp_path / "run"
     train(tiny_config(**{"schedule.kind": "sandwich", "distill.teacher": "full"}), run_dir,
           progress=False)  # fmt: skip
@@ -789,10 +791,10 @@ def test_damaged_or_mismatched_run_files_are_named_not_tracebacks(finished_run, 
 
 
 def test_a_diverged_loss_stops_training_with_the_fix_named(tmp_path, monkeypatch, capsys):
-    from onceforall.training import trainer
+    from onceforall.training import step
 
-    real = trainer.distillation_loss
-    monkeypatch.setattr(trainer, "distillation_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = step.distillation_loss
+    monkeypatch.setattr(step, "distillation_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(FloatingPointError, match=r"diverged.*schedule\.phases\.0\.lr"):
         train(tiny_config(), tmp_path / "run", progress=False)
     cfg = _write(tmp_path, TINY)

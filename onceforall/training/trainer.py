@@ -2,13 +2,13 @@
 
 Read top to bottom: set-up (devices, data, supernet, run directory), then for each phase the
 phase-start actions (teacher, channel sorting, optimizer), then epochs of steps, each step training
-K subnets with gradients accumulated before one optimizer step, then epoch-end validation and
-checkpoints. Works single-process and under ``torchrun`` (DistributedDataParallel).
+K subnets with gradients accumulated before one optimizer step (:mod:`.step`), then epoch-end
+validation (:mod:`.evaluation`) and checkpoints. Works single-process and under ``torchrun``
+(DistributedDataParallel).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from onceforall.config import TrainConfig
-from onceforall.data import DataBundle, augment_batch, load_data, resize_batch
+from onceforall.data import DataBundle, augment_batch, load_data
 from onceforall.files import atomic_write
 from onceforall.supernets import Supernet, create_supernet
-from onceforall.training.bn import accuracy, batches, evaluate_subnet, recalibrated_subnet
+from onceforall.training.bn import batches
 from onceforall.training.checkpoint import (
     SUMMARY_FILE,
     SUPERNET_FILE,
@@ -51,15 +51,9 @@ from onceforall.training.distributed import (
     seed_ranks,
     setup_env,
 )
-from onceforall.training.losses import distillation_loss
-from onceforall.training.optim import make_optimizer, weight_decay_groups
-from onceforall.training.schedule import (
-    Phase,
-    lr_at,
-    resolve_phases,
-    step_generator,
-    subnets_for_step,
-)
+from onceforall.training.evaluation import epoch_validation, run_summary
+from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
+from onceforall.training.step import phase_optimizer, train_step
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
 
 __all__ = ["TrainInterrupted", "train"]
@@ -67,20 +61,6 @@ __all__ = ["TrainInterrupted", "train"]
 
 class TrainInterrupted(RuntimeError):
     """Raised by ``train(stop_after_steps=N)``: a clean stand-in for a kill, used by tests."""
-
-
-def _param_groups(net: Supernet, weight_decay: float, train_transforms: bool) -> list[dict]:
-    for name, p in net.named_parameters():
-        p.requires_grad_(train_transforms or ".transforms." not in name)
-    trainable = ((name, p) for name, p in net.named_parameters() if p.requires_grad)
-    return weight_decay_groups(trainable, weight_decay)
-
-
-def _make_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
-    o = config.optimizer
-    decay = o.weight_decay if phase.config.weight_decay is None else phase.config.weight_decay
-    groups = _param_groups(net, decay, phase.train_kernel_transforms)
-    return make_optimizer(groups, o.name, phase.config.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
 def _teacher(
@@ -274,7 +254,7 @@ def train(
             teacher = _teacher(net, data, config, run_dir, env, create=True)
         if phase.sort_channels and fresh_phase:
             net.sort_channels()
-        optimizer = _make_optimizer(net, config, phase)
+        optimizer = phase_optimizer(net, config, phase)
         if not fresh_phase and "optimizer" in extra:
             optimizer.load_state_dict(extra["optimizer"])
         steps_per_epoch = len(EpochBatches(data, config, env, 0))
@@ -315,7 +295,7 @@ def train(
                     phase, config.schedule, step_generator(config.seed, 0, phase.index, epoch, step)
                 )
                 # Mean loss over the step's subnets (each is back-propagated on its own).
-                loss = _train_step(
+                loss = train_step(
                     model,
                     net,
                     teacher if pc.distill else None,
@@ -376,7 +356,9 @@ def train(
                     )
             bar.close()
             # ---- epoch end: validate the phase's largest and smallest subnets, checkpoint
-            record = _validate(net, phase, data, config, env, epoch, state["global_step"], started)
+            record = epoch_validation(
+                net, phase, data, config, env, epoch, state["global_step"], started
+            )
             if env.main:
                 append_metrics(run_dir, record, writer)
                 if progress:
@@ -392,7 +374,7 @@ def train(
         state["epoch"], state["step"] = 0, 0
 
     # ---- the end: final weights and a summary, then the state says finished
-    summary = _summary(net, data, config, env, started)
+    summary = run_summary(net, data, config, env, started)
     if env.main:
         atomic_write(run_dir / SUMMARY_FILE, (json.dumps(summary, indent=1) + "\n").encode())
         _save_supernet(net, run_dir, data, config)
@@ -408,139 +390,3 @@ def _save_supernet(net: Supernet, run_dir: Path, data: DataBundle, config: Train
     meta = {"num_classes": data.num_classes, "in_channels": data.in_channels,
             "family": config.model.family, "model": model_record(config)}  # fmt: skip
     save_weights(net, run_dir / SUPERNET_FILE, meta)
-
-
-def _train_step(
-    model,
-    net: Supernet,
-    teacher,
-    inplace: bool,
-    archs,
-    x,
-    y,
-    config: TrainConfig,
-    optimizer,
-    scaler,
-    use_amp: bool,
-) -> torch.Tensor:
-    """One optimizer step over the K subnets in ``archs`` (gradients accumulated); returns the
-    sum of their losses, a 0-dim tensor on the training device.
-
-    Distillation targets: the frozen ``teacher``'s logits when one is given; with ``inplace``,
-    the first subnet's (the sandwich's largest) logits for the others; otherwise labels only.
-    The sandwich takes its targets at the resolution of its largest subnet whichever the source
-    (one teacher forward per step); the progressive schedule's teacher sees each subnet's own
-    resolution, as in the paper, where a step's subnets share one batch.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    channels_last = config.channels_last
-    sandwich = config.schedule.kind == "sandwich"
-    teacher_logits: dict[int, torch.Tensor] = {}
-    sandwich_target = None
-    total = torch.zeros((), device=x.device)
-    for k, arch in enumerate(archs):
-        xr = resize_batch(x, arch.resolution)
-        if channels_last:
-            xr = xr.contiguous(memory_format=torch.channels_last)
-        net.set_active(arch)
-        # Only the last backward of the step synchronises gradients across DDP ranks.
-        sync = contextlib.nullcontext()
-        if isinstance(model, DistributedDataParallel) and k < len(archs) - 1:
-            sync = model.no_sync()
-        with sync:
-            # Autocast covers the forward passes and the loss only, as PyTorch's AMP recipe has
-            # it; the backward runs outside it.
-            with torch.autocast(x.device.type, enabled=use_amp, dtype=torch.float16):
-                target = sandwich_target
-                if teacher is not None:
-                    key = archs[0].resolution if sandwich else arch.resolution
-                    if key not in teacher_logits:  # the sandwich's k == 0 fills it (its own xr)
-                        with torch.no_grad():
-                            teacher_logits[key] = teacher(xr)
-                    target = teacher_logits[key]
-                out = model(xr)
-                loss = distillation_loss(
-                    out,
-                    y,
-                    target,
-                    kd_ratio=config.distill.kd_ratio,
-                    label_smoothing=config.optimizer.label_smoothing,
-                    temperature=config.distill.temperature,
-                )
-                if inplace and k == 0:
-                    sandwich_target = out.detach()  # in-place distillation from the largest
-            scaler.scale(loss).backward()
-        # Summed on the device: a host read per subnet would wait for each backward on a GPU.
-        total += loss.detach()
-    if config.optimizer.grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return total
-
-
-def _validate(
-    net: Supernet,
-    phase: Phase,
-    data: DataBundle,
-    config: TrainConfig,
-    env: ProcessEnv,
-    epoch: int,
-    gstep: int,
-    started: float,
-) -> dict[str, Any]:
-    """The epoch-end record: holdout accuracy of the phase's largest and smallest subnets after
-    BN recalibration (under DDP the ranks share the calibration and evaluation images; every
-    rank gets the record)."""
-    record: dict[str, Any] = {
-        "kind": "eval",
-        "phase": phase.name,
-        "phase_index": phase.index,
-        "epoch": epoch,
-        "global_step": gstep,
-    }
-    for label, arch in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
-        record[f"{label}_acc"] = evaluate_subnet(
-            net,
-            arch,
-            data.holdout,
-            data.holdout,
-            calibration_images=config.bn_calibration_images,
-            batch_size=config.eval_batch_size,
-            limit=config.eval_images,
-            distributed=env.world > 1,
-        )
-        record[f"{label}_arch"] = str(arch)
-    record["elapsed_s"] = time.monotonic() - started
-    return record
-
-
-def _summary(
-    net: Supernet, data: DataBundle, config: TrainConfig, env: ProcessEnv, started: float
-) -> dict[str, Any]:
-    """Holdout and test accuracy of the largest and smallest subnets (BN recalibrated): the
-    test set is used here, for final reporting, and nowhere else in training. Under DDP the
-    ranks share the calibration and evaluation images."""
-    summary: dict[str, Any] = {"train_seconds": time.monotonic() - started, "subnets": {}}
-    for label, arch in (("largest", net.space.largest()), ("smallest", net.space.smallest())):
-        row = {"arch": str(arch), "macs": net.macs(arch), "params": net.num_params(arch)}
-        # One recalibration serves both splits.
-        sub = recalibrated_subnet(
-            net,
-            arch,
-            data.holdout,
-            calibration_images=config.bn_calibration_images,
-            batch_size=config.eval_batch_size,
-            distributed=env.world > 1,
-        )
-        for split, dataset in (("holdout", data.holdout), ("test", data.test)):
-            row[f"{split}_accuracy"] = accuracy(
-                sub,
-                dataset,
-                arch.resolution,
-                batch_size=config.eval_batch_size,
-                distributed=env.world > 1,
-            )
-        summary["subnets"][label] = row
-    return summary
