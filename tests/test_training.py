@@ -336,6 +336,46 @@ def test_imagefolder_training_resumes_to_the_same_weights(tmp_path):
         _same_weights(whole, cut)
 
 
+def test_imagefolder_loads_at_the_models_largest_resolution_unless_told(tmp_path, monkeypatch):
+    """An unset ``data.image_size`` becomes the largest resolution of the model's space (the
+    family's own when ``model.resolutions`` is unset), recorded in the run's config; a set one is
+    kept; a run that recorded none (started before this default) resumes loading at 224 px."""
+    from onceforall.training import trainer
+    from tests.test_data import _image_tree
+
+    _image_tree(tmp_path / "images")
+    loaded: list[int | None] = []
+    real_load = trainer.load_data
+    monkeypatch.setattr(trainer, "load_data", lambda c: loaded.append(c.image_size) or real_load(c))
+    data = {"dataset": "imagefolder", "root": str(tmp_path / "images"), "holdout_size": 2}
+    small = {"data": data, "batch_size": 2, "bn_calibration_images": 2, "eval_batch_size": 2}
+
+    def first_step(out, **overrides):
+        with pytest.raises(TrainInterrupted):
+            config = tiny_config(**{**small, "data": dict(data)}, **overrides)  # a fresh data dict
+            train(config, out, progress=False, stop_after_steps=1)
+        return load_config(out / "config.yaml").data.image_size
+
+    assert first_step(tmp_path / "spaced") == 20 and loaded[-1] == 20  # model.resolutions [16, 20]
+    family = ofa.create_supernet("mbv3_small_images", num_classes=2, in_channels=3)
+    assert first_step(tmp_path / "family", **{"model.resolutions": None}) == max(
+        family.space.resolutions
+    )
+    assert first_step(tmp_path / "told", **{"data.image_size": 24}) == 24 and loaded[-1] == 24
+    # The earlier default: a run whose config says null keeps it, and loads at 224 px.
+    legacy = tmp_path / "legacy"
+    first_step(legacy)
+    saved = (legacy / "config.yaml").read_text()
+    assert "image_size: 20" in saved
+    (legacy / "config.yaml").write_text(saved.replace("image_size: 20", "image_size: null"))
+    with pytest.raises(TrainInterrupted):
+        train(tiny_config(**{**small, "data": dict(data)}), legacy, progress=False, resume=True,
+              stop_after_steps=1)  # fmt: skip
+    assert loaded[-1] is None and load_config(legacy / "config.yaml").data.image_size is None
+    bundle = real_load(load_config(legacy / "config.yaml").data)
+    assert bundle.resolution == 224 and bundle.train[0][0].shape[-1] == 224
+
+
 def test_sandwich_schedule_trains_largest_smallest_and_random():
     config = tiny_config(**{"schedule.kind": "sandwich"})
     net = ofa.create_supernet("mbv3_small_images", num_classes=4, in_channels=1,

@@ -46,7 +46,9 @@ class DataConfig:
     split_seed: int = 0  # seed of the permutation behind holdout and subsets
     train_subset: int | None = None  # keep this many training images (after the holdout)
     test_subset: int | None = None  # keep this many test images
-    image_size: int | None = None  # imagefolder load size (None: 224); fixed-size sets ignore it
+    # ImageFolder load size; fixed-size sets ignore it. None: training records the model's
+    # largest resolution here; a run that recorded none (older runs) loads at 224.
+    image_size: int | None = None
     synthetic_size: int = 512  # synthetic training images (test: a quarter as many)
     synthetic_classes: int = 4
     synthetic_channels: int = 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from onceforall.config import TrainConfig
+from onceforall.config import TrainConfig, load_config
 from onceforall.data import DataBundle, augment_batch, load_data
 from onceforall.files import atomic_write
 from onceforall.supernets import Supernet, create_supernet
 from onceforall.training.bn import batches
 from onceforall.training.checkpoint import (
+    CONFIG_FILE,
     SUMMARY_FILE,
     SUPERNET_FILE,
     TEACHER_FILE,
@@ -96,6 +98,23 @@ def _teacher(
     return teacher
 
 
+def _with_load_size(config: TrainConfig, resumed: Path | None) -> TrainConfig:
+    """``config`` with ImageFolder images loaded at the largest resolution of the model's space
+    when ``data.image_size`` is unset, recorded in the run's config: loading them at 224 px for
+    a 28 px family, to be shrunk every step, only costs time. A run started before this default
+    existed recorded none and keeps loading at 224 px when resumed (``load_data``'s default)."""
+    if config.data.dataset != "imagefolder" or config.data.image_size is not None:
+        return config
+    saved = None if resumed is None else resumed / CONFIG_FILE
+    if saved is not None and saved.is_file() and load_config(saved).data.image_size is None:
+        return config
+    resolutions = config.model.resolutions
+    if not resolutions:  # the family's own: build it to read them (classes do not matter)
+        probe = create_supernet(config.model.family, num_classes=2, **config.model.family_kwargs())
+        resolutions = probe.space.resolutions
+    return replace(config, data=replace(config.data, image_size=max(resolutions)))
+
+
 def _tensorboard(run_dir: Path, env: ProcessEnv, purge_step: int | None) -> Any:
     if not env.main:
         return None
@@ -134,6 +153,7 @@ def train(
     if resume and force:  # before any slow step (the data may be a large folder to scan)
         check_run_dir(run_dir, config, resume, force)
     env = setup_env(config)
+    config = _with_load_size(config, run_dir if resume else None)
     # Everything that can fail on bad input happens before the run directory is touched.
     data = load_data(config.data)
     torch.manual_seed(config.seed)  # weight init (and dropout) use the global RNG, as in PyTorch
