@@ -105,14 +105,22 @@ def _with_load_size(config: TrainConfig, resumed: Path | None) -> TrainConfig:
     existed recorded none and keeps loading at 224 px when resumed (``load_data``'s default)."""
     if config.data.dataset != "imagefolder" or config.data.image_size is not None:
         return config
-    saved = None if resumed is None else resumed / CONFIG_FILE
-    if saved is not None and saved.is_file() and load_config(saved).data.image_size is None:
+    if resumed is not None and _records_no_image_size(resumed / CONFIG_FILE):
         return config
     resolutions = config.model.resolutions
     if not resolutions:  # the family's own: build it to read them (classes do not matter)
         probe = create_supernet(config.model.family, num_classes=2, **config.model.family_kwargs())
         resolutions = probe.space.resolutions
     return replace(config, data=replace(config.data, image_size=max(resolutions)))
+
+
+def _records_no_image_size(path: Path) -> bool:
+    """Whether the run config at ``path`` reads and sets no ``data.image_size``. A missing or
+    unreadable one is left to the run directory's own checks, which name the problem."""
+    try:
+        return load_config(path).data.image_size is None
+    except (OSError, ValueError):
+        return False
 
 
 def _tensorboard(run_dir: Path, env: ProcessEnv, purge_step: int | None) -> Any:
