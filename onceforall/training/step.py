@@ -4,10 +4,13 @@ accumulated, then one optimizer step; and the optimizer each phase builds."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from onceforall.arch import ArchConfig
 from onceforall.config import TrainConfig
 from onceforall.data import resize_batch
 from onceforall.supernets import Supernet
@@ -36,20 +39,25 @@ def phase_optimizer(net: Supernet, config: TrainConfig, phase: Phase) -> torch.o
 
 
 def train_step(
-    model,
+    model: nn.Module,
     net: Supernet,
-    teacher,
+    teacher: nn.Module | None,
     inplace: bool,
-    archs,
-    x,
-    y,
+    archs: Sequence[ArchConfig],
+    x: torch.Tensor,
+    y: torch.Tensor,
     config: TrainConfig,
-    optimizer,
-    scaler,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     use_amp: bool,
 ) -> torch.Tensor:
     """One optimizer step over the K subnets in ``archs`` (gradients accumulated); returns the
     sum of their losses, a 0-dim tensor on the training device.
+
+    ``model`` is what runs the forward: ``net`` itself, or ``net`` wrapped in
+    DistributedDataParallel (only the last subnet's backward then synchronises the gradients);
+    ``x`` is the ``(N, C, H, W)`` batch at the data's resolution (resized here to each subnet's),
+    ``y`` its ``(N,)`` labels.
 
     Distillation targets: the frozen ``teacher``'s logits when one is given; with ``inplace``,
     the first subnet's (the sandwich's largest) logits for the others; otherwise labels only.
