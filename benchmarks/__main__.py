@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import CONFIGS, REPO, Settings, write_outputs
+from benchmarks.common import CONFIGS, REPO, Settings
+from benchmarks.reporting import write_outputs
 
 BENCHMARKS = ("scratch", "schedules", "pareto", "reference", "costs")
 

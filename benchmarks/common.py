@@ -1,5 +1,5 @@
-"""What every evidence benchmark shares: settings, the machine description, the supernet runs they
-start from, the training budget, named archs, caching, and writing JSON + Markdown sections.
+"""What every evidence benchmark shares: settings, the supernet runs they start from, the
+training budget and named archs (how they report: :mod:`benchmarks.reporting`).
 
 A benchmark module exposes ``NAME``, ``run(settings) -> (result, markdown)``; ``python -m
 benchmarks NAME`` runs it, writes ``OUT/benchmarks/NAME.json`` and ``.md`` and replaces its marked
@@ -8,16 +8,9 @@ section of ``OUT/results.md`` (hand-written text outside the markers is kept as 
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import platform
-import re
 import shlex
-import statistics
-import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,30 +21,20 @@ from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.config import TrainConfig, load_config, save_config
 from onceforall.data import DataBundle
 from onceforall.run import Run, train_or_reuse
-from onceforall.training.checkpoint import atomic_write
 
 __all__ = [
     "REPO",
     "HoldoutRun",
     "Settings",
     "budget",
-    "cached",
     "ensure_run",
-    "fmt_mean_std",
     "holdout_parser",
-    "machine",
-    "machine_line",
-    "md_table",
-    "mean_std",
     "median_arch",
     "open_holdout_run",
-    "rel",
     "specializer",
     "supernet_run",
     "uniform_arch",
     "uniform_family",
-    "update_results",
-    "write_outputs",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,58 +98,6 @@ class Settings:
 
     def train_config(self) -> TrainConfig:
         return load_config(self.config)
-
-
-# ----------------------------------------------------------------------------- the machine
-def machine() -> dict[str, Any]:
-    """CPU, cores, memory, versions, load and commit: what a reader needs to judge a timing."""
-    from onceforall.predictors.timing import cpu_name
-
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "cores_used": affinity,
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": mem,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": ort,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    cores = f"{m['cores']} cores"
-    if m.get("cores_used") is not None and len(m["cores_used"]) != m["cores"]:
-        cores += f" (pinned to {','.join(map(str, m['cores_used']))})"
-    return (
-        f"Machine: {m['cpu']}, {cores}, {m['torch_threads']} torch thread(s), "
-        f"{m['memory_gib']} GiB RAM, Python {m['python']}, torch {m['torch']}, onnxruntime "
-        f"{m['onnxruntime']}; load average {m['load_average'][0]} at the end; commit "
-        f"{m['commit']}, {m['date']}."
-    )
 
 
 # ----------------------------------------------------------------------------- runs and budgets
@@ -283,89 +214,6 @@ def uniform_family(space: SearchSpace) -> list[tuple[str, ArchConfig]]:
 def median_arch(space: SearchSpace) -> ArchConfig:
     """Every choice at its middle value (the middle of the uniformly scaled family)."""
     return uniform_arch(space, 0.5)
-
-
-# ----------------------------------------------------------------------------- statistics
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    vals = [float(v) for v in values]
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
-def fmt_mean_std(values: Sequence[float], digits: int = 2) -> str:
-    if not values:
-        return "—"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
-    """A Markdown table; ``align`` has one ``l``/``r`` per column (default: first l, rest r)."""
-    align = align or "l" + "r" * (len(headers) - 1)
-    sep = ["---" if a == "l" else "---:" for a in align]
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join(sep) + "|"]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- caching, output
-def cached(path: Path, fn: Callable[[], Any]) -> Any:
-    """``fn()``'s JSON-able result, computed once and kept in ``path`` (so an interrupted long
-    benchmark resumes where it stopped)."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (json.dumps(value, indent=1) + "\n").encode())
-    return value
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")[:80]
-
-
-def _start(name: str) -> str:
-    return f"<!-- benchmarks:{name} start (generated by `python -m benchmarks {name}`) -->"
-
-
-def _end(name: str) -> str:
-    return f"<!-- benchmarks:{name} end -->"
-
-
-def update_results(path: Path, name: str, markdown: str) -> None:
-    """Replace the marked section ``name`` of ``path`` with ``markdown`` (appended at the end
-    when there is none yet); everything outside the markers is left exactly as it was."""
-    text = path.read_text() if path.is_file() else "# Results\n"
-    block = f"{_start(name)}\n{markdown.strip()}\n{_end(name)}"
-    pattern = re.compile(re.escape(_start(name)) + r".*?" + re.escape(_end(name)), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text.encode())
-
-
-def write_outputs(settings: Settings, name: str, result: dict[str, Any], markdown: str) -> Path:
-    """``OUT/benchmarks/NAME.json`` and ``.md``, and the section of ``OUT/results.md``."""
-    d = settings.out / "benchmarks"
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write(d / f"{name}.json", (json.dumps(result, indent=1, default=str) + "\n").encode())
-    atomic_write(d / f"{name}.md", (markdown.strip() + "\n").encode())
-    update_results(settings.out / "results.md", name, markdown)
-    return d / f"{name}.json"
-
-
-def rel(path: Path | str) -> str:
-    """``path`` relative to the repository when it is inside it (as the commands are run)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
 
 
 def specializer(settings: Settings, run: Run) -> Any:

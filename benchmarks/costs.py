@@ -30,16 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import (
-    Settings,
-    budget,
-    machine,
-    machine_line,
-    md_table,
-    rel,
-    specializer,
-    supernet_run,
-)
+from benchmarks.common import Settings, budget, specializer, supernet_run
+from benchmarks.reporting import machine, machine_line, md_table, rel
 from onceforall.run import Run
 
 NAME = "costs"

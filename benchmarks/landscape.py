@@ -25,7 +25,8 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from benchmarks.common import holdout_parser, md_table, open_holdout_run, uniform_family
+from benchmarks.common import holdout_parser, open_holdout_run, uniform_family
+from benchmarks.reporting import md_table
 from onceforall.predictors.accuracy_dataset import SubnetEvaluator, build_accuracy_dataset
 
 

@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import (
-    Settings,
-    budget,
+from benchmarks.common import Settings, budget, specializer, supernet_run, uniform_family
+from benchmarks.reporting import (
     cached,
     fmt_mean_std,
     machine,
@@ -40,9 +39,6 @@ from benchmarks.common import (
     md_table,
     mean_std,
     rel,
-    specializer,
-    supernet_run,
-    uniform_family,
 )
 from onceforall.predictors import measure_latency
 from onceforall.run import Run

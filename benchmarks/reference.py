@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Settings, machine, machine_line, md_table, rel, uniform_arch
+from benchmarks.common import Settings, uniform_arch
+from benchmarks.reporting import machine, machine_line, md_table, rel
 
 NAME = "reference"
 INSTALL = "bash scripts/setup.sh --dev (or: .venv/bin/python -m pip install --no-deps ofa)"

@@ -27,18 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import (
-    Settings,
-    budget,
-    cached,
-    ensure_run,
-    machine,
-    machine_line,
-    md_table,
-    median_arch,
-    rel,
-    supernet_run,
-)
+from benchmarks.common import Settings, budget, ensure_run, median_arch, supernet_run
+from benchmarks.reporting import cached, machine, machine_line, md_table, rel
 from onceforall.config import TrainConfig, config_from_dict, config_to_dict
 from onceforall.run import Run
 from onceforall.search.pareto import pareto_front

@@ -27,19 +27,15 @@ import hashlib
 import time
 from typing import Any
 
-from benchmarks.common import (
-    Settings,
-    budget,
+from benchmarks.common import Settings, budget, median_arch, specializer, supernet_run
+from benchmarks.reporting import (
     cached,
     fmt_mean_std,
     machine,
     machine_line,
     md_table,
     mean_std,
-    median_arch,
     rel,
-    specializer,
-    supernet_run,
 )
 from onceforall.arch import ArchConfig
 from onceforall.run import Run

@@ -13,14 +13,8 @@ import pytest
 import torch
 
 import onceforall as ofa
-from benchmarks.common import (
-    Settings,
-    budget,
-    median_arch,
-    uniform_arch,
-    uniform_family,
-    update_results,
-)
+from benchmarks.common import Settings, budget, median_arch, uniform_arch, uniform_family
+from benchmarks.reporting import update_results
 from onceforall.config import config_from_dict, config_to_dict, load_config, save_config
 from onceforall.run import Run
 from tests.conftest import tiny_config
@@ -52,7 +46,7 @@ def settings(tiny_run, tmp_path_factory) -> Settings:
 
 
 def _write(settings: Settings, name: str, result: dict, md: str) -> dict:
-    from benchmarks.common import write_outputs
+    from benchmarks.reporting import write_outputs
 
     path = write_outputs(settings, name, result, md)
     assert json.loads(path.read_text())["name"] == name
@@ -202,7 +196,7 @@ def test_reference_reports_plainly_when_ofa_is_missing(settings, tmp_path, monke
 
 
 def test_mean_and_spread_format():
-    from benchmarks.common import fmt_mean_std
+    from benchmarks.reporting import fmt_mean_std
 
     assert fmt_mean_std([80.0, 82.0]) == "81.00 ± 1.41"
     assert fmt_mean_std([80.0]) == "80.00" and fmt_mean_std([]) == "—"
