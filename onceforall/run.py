@@ -145,12 +145,14 @@ def train_or_reuse(
         FileExistsError: ``run_dir`` holds a run of another config (a finished run of another
             preset or family must never stand in for the one asked for), or files that are no run.
     """
-    from onceforall.training import train  # the trainer imports this module's neighbours
+    # The trainer imports this module's neighbours.
+    from onceforall.training.trainer import train, with_load_size
 
     run_dir = Path(run_dir)
     if (run_dir / SUPERNET_FILE).is_file():
         run = Run.open(run_dir)
-        diff = diff_keys(config_to_dict(run.config), config_to_dict(config))
+        wanted = with_load_size(config, run_dir)  # what training recorded of the same config
+        diff = diff_keys(config_to_dict(run.config), config_to_dict(wanted))
         if diff:
             raise FileExistsError(
                 f"{run_dir} holds a run of another config (keys: {', '.join(diff)}); {fix}"

@@ -374,6 +374,13 @@ def test_imagefolder_loads_at_the_models_largest_resolution_unless_told(tmp_path
     assert loaded[-1] is None and load_config(legacy / "config.yaml").data.image_size is None
     bundle = real_load(load_config(legacy / "config.yaml").data)
     assert bundle.resolution == 224 and bundle.train[0][0].shape[-1] == 224
+    # The demo's and the benchmarks' way in reuses a finished run of the same config.
+    from onceforall.run import train_or_reuse
+
+    config = tiny_config(**{**small, "data": dict(data)})
+    run, how = train_or_reuse(config, tmp_path / "reused", progress=False)
+    assert how.startswith("trained") and run.config.data.image_size == 20
+    assert train_or_reuse(config, tmp_path / "reused", progress=False)[1].startswith("reused")
 
 
 def test_sandwich_schedule_trains_largest_smallest_and_random():

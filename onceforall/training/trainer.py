@@ -58,7 +58,7 @@ from onceforall.training.schedule import lr_at, resolve_phases, step_generator, 
 from onceforall.training.step import phase_optimizer, train_step
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
 
-__all__ = ["TrainInterrupted", "train"]
+__all__ = ["TrainInterrupted", "train", "with_load_size"]
 
 
 class TrainInterrupted(RuntimeError):
@@ -98,11 +98,13 @@ def _teacher(
     return teacher
 
 
-def _with_load_size(config: TrainConfig, resumed: Path | None) -> TrainConfig:
-    """``config`` with ImageFolder images loaded at the largest resolution of the model's space
-    when ``data.image_size`` is unset, recorded in the run's config: loading them at 224 px for
-    a 28 px family, to be shrunk every step, only costs time. A run started before this default
-    existed recorded none and keeps loading at 224 px when resumed (``load_data``'s default)."""
+def with_load_size(config: TrainConfig, resumed: Path | None = None) -> TrainConfig:
+    """``config`` as training runs it: ImageFolder images loaded at the largest resolution of the
+    model's space when ``data.image_size`` is unset (the run's config records the value), since
+    loading them at 224 px for a 28 px family, to be shrunk every step, only costs time.
+
+    ``resumed``: the directory of a run this config continues or reuses. A run started before
+    this default existed recorded none; it keeps loading at 224 px (``load_data``'s default)."""
     if config.data.dataset != "imagefolder" or config.data.image_size is not None:
         return config
     if resumed is not None and _records_no_image_size(resumed / CONFIG_FILE):
@@ -161,7 +163,7 @@ def train(
     if resume and force:  # before any slow step (the data may be a large folder to scan)
         check_run_dir(run_dir, config, resume, force)
     env = setup_env(config)
-    config = _with_load_size(config, run_dir if resume else None)
+    config = with_load_size(config, run_dir if resume else None)
     # Everything that can fail on bad input happens before the run directory is touched.
     data = load_data(config.data)
     torch.manual_seed(config.seed)  # weight init (and dropout) use the global RNG, as in PyTorch
