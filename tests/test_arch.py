@@ -84,15 +84,15 @@ def test_structural_validation(kwargs, pattern):
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("r30-k3e3_k3e3", r"resolution=30 is not one of the allowed choices \('24', '28'\)"),
+        ("r30-k3e3_k3e3", r"resolution=30 is not one of the allowed choices \(24, 28\)"),
         (
             "r28-k7e3_k3e3",
-            r"kernel_sizes\[0\]\[0\]=7 is not one of the allowed choices \('3', '5'\)",
+            r"kernel_sizes\[0\]\[0\]=7 is not one of the allowed choices \(3, 5\)",
         ),
         ("r28-k3e4_k3e3", r"expand_ratios\[0\]\[0\]=4 is not one of the allowed choices"),
         (
             "r28-k3e3,k3e3,k3e3_k3e3",
-            r"depths\[0\]=3 is not one of the allowed choices \('1', '2'\)",
+            r"depths\[0\]=3 is not one of the allowed choices \(1, 2\)",
         ),
         ("r28-k3e3", "depths has 1 stages; this space has 2"),
         ("r28-w1,1-k3e3_k3e3", "this space has no elastic width"),
@@ -320,14 +320,14 @@ def test_base_depths_widths_and_stem_round_trips_and_size():
     ("text", "pattern"),
     [
         ("r28-s3-w1,1,1-k3e0.25_k3e0.25", r"depths\[1\]=1 is not one of the allowed choices "
-         r"\('2', '3'\)"),
+         r"\(2, 3\)"),
         ("r28-s4-w1,1,1-k3e0.25_k3e0.25,k3e0.25", r"stem_depth=4 is not one of the allowed "
-         r"choices \('2', '3'\)"),
+         r"choices \(2, 3\)"),
         ("r28-w1,1,1-k3e0.25_k3e0.25,k3e0.25", "stem_depth missing"),
         ("r28-s3-w1,1-k3e0.25_k3e0.25,k3e0.25", "width_mults has 2 entries; this space needs 3"),
         ("r28-s3-w1,1,0.8-k3e0.25_k3e0.25,k3e0.25", r"width_mults\[2\]=0.8 is not one of"),
         ("r28-s3-w1,1,1-k5e0.25_k3e0.25,k3e0.25", r"kernel_sizes\[0\]\[0\]=5 is not one of the "
-         r"allowed choices \('3',\)"),
+         r"allowed choices \(3\)"),
     ],
 )  # fmt: skip
 def test_base_depths_widths_and_stem_validation(text, pattern):

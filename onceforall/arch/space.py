@@ -153,8 +153,8 @@ class SearchSpace:
 
         def check(label: str, value: float, allowed: tuple) -> None:
             if value not in allowed:
-                shown = tuple(_fmt(a) for a in allowed)
-                errs.append(f"{label}={_fmt(value)} is not one of the allowed choices {shown}")
+                shown = ", ".join(_fmt(a) for a in allowed)
+                errs.append(f"{label}={_fmt(value)} is not one of the allowed choices ({shown})")
 
         check("resolution", arch.resolution, self.resolutions)
         if len(arch.depths) != self.num_stages:
