@@ -62,6 +62,30 @@ def test_registry():
         ofa.create_supernet("resnet_small_images", num_classes=10, kernel_sizes=[3])
 
 
+def test_info_cli_shows_a_familys_space_costs_and_samples(capsys):
+    from onceforall.cli import main as cli_main
+
+    assert cli_main(["info", "proxyless_small_images", "--samples", "2", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    net = ofa.create_supernet("proxyless_small_images", num_classes=10, in_channels=1)
+    assert lines[0] == f"supernet proxyless_small_images: {net.space.describe()}"
+    g = torch.Generator().manual_seed(3)
+    archs = [net.space.largest(), net.space.smallest(), net.space.sample(g), net.space.sample(g)]
+    for line, arch in zip(lines[2:], archs, strict=True):
+        assert line.split()[-3:] == [f"{net.macs(arch) / 1e6:.2f}", f"{net.num_params(arch):,d}",
+                                     str(arch)]  # fmt: skip
+    # The family as an option too (as before), the default without either.
+    assert cli_main(["info", "--family", "mbv3", "--samples", "0"]) == 0
+    assert capsys.readouterr().out.startswith("supernet mbv3: ")
+    assert cli_main(["info", "--samples", "0"]) == 0
+    assert capsys.readouterr().out.startswith("supernet mbv3_small_images: ")
+    assert cli_main(["info", "mbv3", "--family", "proxyless"]) == 2
+    assert "two families given: mbv3 and --family proxyless" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["info", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_public_api_example():
     net = ofa.create_supernet("mbv3_small_images", num_classes=10, in_channels=1)
     arch = net.space.sample(torch.Generator().manual_seed(0))

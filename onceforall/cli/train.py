@@ -11,9 +11,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     """Print what a supernet family offers: its space, cost range and a few sampled subnets."""
     from onceforall import create_supernet
 
-    net = create_supernet(args.family, num_classes=args.num_classes, in_channels=args.in_channels)
+    # ``--family F`` is how earlier versions took it.
+    if args.family and args.family_option and args.family != args.family_option:
+        raise ValueError(f"two families given: {args.family} and --family {args.family_option}")
+    family = args.family or args.family_option or "mbv3_small_images"
+    net = create_supernet(family, num_classes=args.num_classes, in_channels=args.in_channels)
     space = net.space
-    print(f"supernet {args.family}: {space.describe()}")
+    print(f"supernet {family}: {space.describe()}")
     rows = [("largest", space.largest()), ("smallest", space.smallest())]
     g = torch.Generator().manual_seed(args.seed)
     rows += [(f"sample {i}", space.sample(g)) for i in range(args.samples)]
@@ -72,7 +76,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from onceforall import list_supernets
 
     info = sub.add_parser("info", help="show a supernet family's space, costs and sample subnets")
-    info.add_argument("--family", default="mbv3_small_images", choices=list_supernets())
+    families = list_supernets()
+    info.add_argument(
+        "family", nargs="?", choices=families, help="the family (default: mbv3_small_images)"
+    )
+    info.add_argument("--family", dest="family_option", choices=families, help=argparse.SUPPRESS)
     info.add_argument("--num-classes", type=int, default=10)
     info.add_argument("--in-channels", type=int, default=1)
     info.add_argument("--samples", type=int, default=5, help="random subnets to show")
