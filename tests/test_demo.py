@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -321,3 +322,30 @@ def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
     with pytest.raises(ValueError, match="2 labels for 3 archs"):
         spec.measure([a, b, a], ["x", "y"])
     assert (run.path / "accuracy_predictor.json").stat().st_mtime_ns == predictor
+
+
+def test_readme_specializes_from_python(demo_dir, tmp_path, monkeypatch):
+    """README's "Specializing from Python" block, run as written on the demo's run."""
+    import onceforall.specialize as specialize
+    from onceforall.demo import PRESETS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"Specializing from Python.*?```python\n(.*?)```", readme, re.S)
+    assert block, "README's 'Specializing from Python' block is gone"
+    code = block.group(1)
+    assert '"runs/fm"' in code and '"models/phone"' in code
+    code = code.replace('"runs/fm"', repr(str(demo_dir / "run")))
+    code = code.replace('"models/phone"', repr(str(tmp_path / "phone")))
+    # The demo's own specializer settings (see test_measure_takes_an_arch_given_twice_once).
+    monkeypatch.setattr(
+        specialize,
+        "Specializer",
+        lambda run, backend: PRESETS["smoke"].specializer(run, backend, progress=False),
+    )
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    best, picks, card = scope["best"], scope["picks"], scope["card"]
+    assert 1 <= len(best) <= 3 and [p.arch for p in picks] == [str(c.arch) for c in best]
+    assert all(c.costs["latency_ms"] <= 0.5 and c.costs["macs"] <= 5e6 for c in best)
+    assert all(p.holdout_accuracy is not None and p.measured_latency_ms for p in picks)
+    assert card["arch"] == str(best[0].arch) and (tmp_path / "phone" / "model.onnx").is_file()
