@@ -68,22 +68,46 @@ def test_info_cli_shows_a_familys_space_costs_and_samples(capsys):
     assert cli_main(["info", "proxyless_small_images", "--samples", "2", "--seed", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     net = ofa.create_supernet("proxyless_small_images", num_classes=10, in_channels=1)
-    assert lines[0] == f"supernet proxyless_small_images: {net.space.describe()}"
+    assert lines[0] == (
+        f"supernet proxyless_small_images (10 classes, 1 input channel): {net.space.describe()}"
+    )
     g = torch.Generator().manual_seed(3)
     archs = [net.space.largest(), net.space.smallest(), net.space.sample(g), net.space.sample(g)]
     for line, arch in zip(lines[2:], archs, strict=True):
         assert line.split()[-3:] == [f"{net.macs(arch) / 1e6:.2f}", f"{net.num_params(arch):,d}",
                                      str(arch)]  # fmt: skip
-    # The family as an option too (as before), the default without either.
+    # The family as an option too (as before), the default without either. An ImageNet-size
+    # family is shown for ImageNet, as the paper's figures are, unless told otherwise.
     assert cli_main(["info", "--family", "mbv3", "--samples", "0"]) == 0
-    assert capsys.readouterr().out.startswith("supernet mbv3: ")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("supernet mbv3 (1000 classes, 3 input channels): ")
+    imagenet = ofa.create_supernet("mbv3", num_classes=1000, in_channels=3)
+    assert out[2].split()[2] == f"{imagenet.num_params(imagenet.space.largest()):,d}"
+    assert cli_main(["info", "mbv3", "--num-classes", "10", "--samples", "0"]) == 0
+    assert capsys.readouterr().out.startswith("supernet mbv3 (10 classes, 3 input channels)")
     assert cli_main(["info", "--samples", "0"]) == 0
-    assert capsys.readouterr().out.startswith("supernet mbv3_small_images: ")
+    assert capsys.readouterr().out.startswith(
+        "supernet mbv3_small_images (10 classes, 1 input channel)"
+    )
     assert cli_main(["info", "mbv3", "--family", "proxyless"]) == 2
     assert "two families given: mbv3 and --family proxyless" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["info", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_output_cut_short_by_its_reader_ends_quietly():
+    """``onceforall ... | head``: the command stops with the shell's status for a writer whose
+    reader left (141), without an error message or a traceback."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "onceforall.cli", "info", "--samples", "3000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"supernet mbv3_small_images")
+    proc.stdout.close()  # far more than a pipe holds is still to come
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b"", err
 
 
 def test_public_api_example():

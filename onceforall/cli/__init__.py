@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import select
 import sys
 
 from safetensors import SafetensorError
@@ -23,6 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     for module in (train, specialize, latency, demo):
         module.add_parsers(sub)
     return parser
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on its
+    write end). If so, it is pointed at the null device, so that the interpreter's last flush at
+    exit does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()  # not on Windows: there the error is reported as any other
+        poll.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -51,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
+    except BrokenPipeError as exc:
+        if _stdout_closed():  # `onceforall ... | head`: the reader has all it wanted
+            return 141  # 128 + SIGPIPE, the status a shell gives a writer whose reader left
+        print(f"onceforall {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     # Errors of the user's input, files or machine: a message, not a traceback. OSError covers
     # missing, existing, unwritable and misnamed paths; FloatingPointError a diverged training.
     except (ValueError, OSError, FloatingPointError, SafetensorError) as exc:

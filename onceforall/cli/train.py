@@ -15,9 +15,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.family and args.family_option and args.family != args.family_option:
         raise ValueError(f"two families given: {args.family} and --family {args.family_option}")
     family = args.family or args.family_option or "mbv3_small_images"
-    net = create_supernet(family, num_classes=args.num_classes, in_channels=args.in_channels)
+    num_classes, in_channels = args.num_classes, args.in_channels
+    if num_classes is None or in_channels is None:
+        # The data the family is made for: ImageNet for ImageNet-size inputs (the paper's
+        # figures), else the embedded default, Fashion-MNIST.
+        probe = create_supernet(family, num_classes=10)
+        imagenet = max(probe.space.resolutions) >= 128
+        num_classes = num_classes or (1000 if imagenet else 10)
+        in_channels = in_channels or (3 if imagenet else 1)
+    net = create_supernet(family, num_classes=num_classes, in_channels=in_channels)
     space = net.space
-    print(f"supernet {family}: {space.describe()}")
+    channels = f"{in_channels} input channel{'' if in_channels == 1 else 's'}"
+    print(f"supernet {family} ({num_classes} classes, {channels}): {space.describe()}")
     rows = [("largest", space.largest()), ("smallest", space.smallest())]
     g = torch.Generator().manual_seed(args.seed)
     rows += [(f"sample {i}", space.sample(g)) for i in range(args.samples)]
@@ -81,8 +90,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "family", nargs="?", choices=families, help="the family (default: mbv3_small_images)"
     )
     info.add_argument("--family", dest="family_option", choices=families, help=argparse.SUPPRESS)
-    info.add_argument("--num-classes", type=int, default=10)
-    info.add_argument("--in-channels", type=int, default=1)
+    info.add_argument(
+        "--num-classes", type=int, help="default: 1000 for ImageNet-size families, else 10"
+    )
+    info.add_argument(
+        "--in-channels", type=int, help="default: 3 for ImageNet-size families, else 1"
+    )
     info.add_argument("--samples", type=int, default=5, help="random subnets to show")
     info.add_argument("--seed", type=int, default=0)
     info.set_defaults(func=_cmd_info)
