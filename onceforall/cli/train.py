@@ -21,8 +21,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         # figures), else the embedded default, Fashion-MNIST.
         probe = create_supernet(family, num_classes=10)
         imagenet = max(probe.space.resolutions) >= 128
-        num_classes = num_classes or (1000 if imagenet else 10)
-        in_channels = in_channels or (3 if imagenet else 1)
+        if num_classes is None:
+            num_classes = 1000 if imagenet else 10
+        if in_channels is None:
+            in_channels = 3 if imagenet else 1
     net = create_supernet(family, num_classes=num_classes, in_channels=in_channels)
     space = net.space
     channels = f"{in_channels} input channel{'' if in_channels == 1 else 's'}"
