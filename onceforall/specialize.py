@@ -330,6 +330,9 @@ class Specializer:
         """Predicted and measured figures of ``archs``: holdout accuracy of the BN-recalibrated
         extracted subnet and its end-to-end latency on this backend (same threads as the table).
         Latency is not measured for a device measured elsewhere (``measured_latency_ms`` None).
+        ``accuracy=False`` / ``latency=False`` skip the holdout evaluation / the timing; the
+        predicted figures are still given, so the predictor and this backend's latency table are
+        built first if the run has none yet.
 
         An arch given more than once (a budget's pick that is also a point of the front) is
         extracted, evaluated and timed once, and its picks share those figures: one arch gets one

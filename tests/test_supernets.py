@@ -185,6 +185,38 @@ def test_extracted_subnet_is_standalone(supernet):
     assert not sub_ptrs & {p.data_ptr() for p in supernet.state_dict().values()}
 
 
+def test_extracted_subnet_takes_the_supernets_dtype_and_is_trainable(family):
+    net = randomize_(ofa.create_supernet(family, **family_kwargs(family)), seed=2).double()
+    net.requires_grad_(False)  # a frozen supernet (a teacher): its subnets still fine-tune
+    arch = net.space.sample(4)
+    sub = net.extract(arch)
+    assert {p.dtype for p in sub.state_dict().values() if p.is_floating_point()} == {torch.float64}
+    assert all(p.requires_grad for p in sub.parameters())
+    x = _input(net, arch).double()
+    net.set_active(arch)
+    with torch.no_grad():
+        # Built in float64, not copied through float32: the same function to float64 rounding.
+        assert (net.eval()(x) - sub(x)).abs().max() <= 1e-12
+    # Calibration batches (float32 images, as loaders give them) take the subnet's dtype.
+    images = [torch.randn(4, net.in_channels, 40, 40) for _ in range(2)]
+    ofa.recalibrate_bn(sub, arch, images)
+    ofa.recalibrate_bn(net, str(arch), images)  # an arch's string, as set_active takes
+    assert net.active_arch == arch
+
+
+def test_forward_refuses_images_with_other_channels(supernet):
+    arch = supernet.space.smallest()
+    supernet.set_active(arch)
+    other = supernet.in_channels + 1
+    x = torch.randn(1, other, arch.resolution, arch.resolution)
+    with pytest.raises(ValueError, match=rf"takes \(N, {supernet.in_channels}, H, W\).*"
+                       rf"in_channels={other}"):  # fmt: skip
+        supernet(x)
+    with pytest.raises(ValueError, match="image batches"):
+        supernet(torch.randn(supernet.in_channels, arch.resolution, arch.resolution))
+    supernet.set_active(supernet.space.largest())
+
+
 def test_costs_match_flop_counter_and_parameter_count(supernet):
     for arch in _archs(supernet, 3, seed=2):
         sub = supernet.extract(arch)

@@ -30,7 +30,7 @@ from onceforall.training.checkpoint import load_weights, save_weights
 from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, small_mbv3, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -675,6 +675,20 @@ def test_bn_recalibration_repairs_miscalibrated_statistics(finished_run):
     # On the supernet itself too: it sets the arch active and leaves it in eval mode.
     ofa.recalibrate_bn(net, arch, batches(data.holdout, 64))
     assert net.active_arch == arch and not net.training
+
+
+def test_bn_recalibration_trains_only_batch_norm_and_leaves_the_global_rng():
+    net = small_mbv3()  # dropout 0.1 before the classifier
+    arch = net.space.smallest()
+    images = [torch.randn(8, 1, 24, 24) for _ in range(2)]
+    for target in (net.extract(arch), net):
+        state = torch.get_rng_state()
+        ofa.recalibrate_bn(target, arch, images)
+        # No dropout mask drawn: a resumed run draws the masks the uninterrupted one drew.
+        assert torch.equal(state, torch.get_rng_state())
+        assert not any(m.training for m in target.modules())
+    with pytest.raises(ValueError, match="num_batches counts calibration batches"):
+        net.extract(arch, num_batches=1)
 
 
 # ----------------------------------------------------------------------------- configs and CLI

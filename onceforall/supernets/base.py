@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -13,6 +14,21 @@ from onceforall.arch import ArchConfig, SearchSpace
 from onceforall.static import StaticNet
 
 __all__ = ["LayerSpec", "Supernet"]
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """New modules' floating-point dtype is ``dtype`` inside the block (torch's default is
+    process-wide, so this is restored on exit, error or not)."""
+    before = torch.get_default_dtype()
+    if not dtype.is_floating_point or dtype == before:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,17 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(N, in_channels, R, R)``. Returns ``(N, num_classes)`` logits of the active
-        arch (any ``R`` runs; training feeds the arch's own resolution)."""
+        arch (any ``R`` runs; training feeds the arch's own resolution).
+
+        Raises:
+            ValueError: ``x`` is not a batch of images with the supernet's input channels.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.config['name']} takes (N, {self.in_channels}, H, W) image batches, got "
+                f"shape {tuple(x.shape)}: convert the images to {self.in_channels} channel(s), or "
+                f"create the supernet with in_channels={x.shape[1] if x.dim() == 4 else '...'}"
+            )
         return self.forward_arch(x, self._active)
 
     def forward_arch(self, x: torch.Tensor, arch: ArchConfig) -> torch.Tensor:
@@ -168,13 +194,24 @@ class Supernet(nn.Module):
         (``onceforall.recalibrate_bn``); the supernet itself is left as it was.
         """
         arch = self._resolve(arch)
+        if num_batches is not None and calibration is None:
+            raise ValueError(
+                "extract: num_batches counts calibration batches, but no calibration data was "
+                "given; pass calibration=... (a fixed holdout slice) with it, or drop num_batches"
+            )
+        ref = next(self.parameters())
         # The new layers' default initialisation (overwritten at once) draws from torch's global
         # RNG, which training's dropout also draws from: extracting a teacher or a subnet to
         # evaluate must not move it, or a resumed run would draw other dropout masks than the
-        # uninterrupted one.
-        with torch.random.fork_rng(devices=[]):
+        # uninterrupted one. The layers are built in the supernet's dtype, so a float64 supernet's
+        # weights are copied without a detour through float32; the cast after it covers layers
+        # copied whole.
+        with torch.random.fork_rng(devices=[]), _default_dtype(ref.dtype):
             net = self._extract(arch)
-        net = net.to(next(self.parameters()).device)
+        net = net.to(device=ref.device, dtype=ref.dtype)
+        # Trainable whatever the supernet's flags (a frozen supernet, a teacher): copied layers
+        # would keep them, and fine-tuning would silently leave those layers as they are.
+        net.requires_grad_(True)
         if calibration is not None:
             from onceforall.training.bn import recalibrate_bn
 

@@ -72,15 +72,18 @@ def evaluation_subnet(net: Supernet, arch: ArchConfig) -> nn.Module:
     return sub.to(memory_format=evaluation_format(next(sub.parameters()).device))
 
 
-def _prepare(x: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
-    x = resize_batch(x.to(device, non_blocking=True), resolution)
-    return x.contiguous(memory_format=evaluation_format(device))
+def _prepare(x: torch.Tensor, resolution: int, like: torch.Tensor) -> torch.Tensor:
+    """``x`` resized to ``resolution``, on the device (and, for floating-point images, in the
+    dtype) of ``like``, a parameter of the network it is for."""
+    dtype = like.dtype if x.is_floating_point() else None
+    x = resize_batch(x.to(like.device, dtype, non_blocking=True), resolution)
+    return x.contiguous(memory_format=evaluation_format(like.device))
 
 
 @torch.no_grad()
 def recalibrate_bn(
     net: nn.Module,
-    arch: ArchConfig,
+    arch: ArchConfig | str,
     loader: Iterable,
     num_batches: int | None = None,
     *,
@@ -90,8 +93,12 @@ def recalibrate_bn(
 
     Args:
         net: a :class:`~onceforall.supernets.Supernet` (``arch`` is made active) or an extracted
-            subnet (``arch`` gives the input resolution).
-        arch: the subnet whose statistics to compute; batches are resized to its resolution.
+            subnet (``arch`` gives the input resolution). On a supernet this overwrites the
+            statistics every subnet shares, and those of layers and channels ``arch`` does not
+            use are left reset (mean 0, variance 1): to keep the supernet as it is, recalibrate
+            an extracted copy instead (``net.extract(arch, calibration=...)``).
+        arch: the subnet whose statistics to compute (an :class:`ArchConfig` or its string);
+            batches are resized to its resolution.
         loader: yields ``(images, labels)`` or images; use a fixed holdout slice.
         num_batches: how many batches to use (all by default).
         distributed: ``loader`` yields this ``torch.distributed`` rank's share of the batches
@@ -103,22 +110,30 @@ def recalibrate_bn(
         ``net``, in eval mode, with exact (cumulative-average) statistics of those batches.
     """
     if isinstance(net, Supernet):
-        net.set_active(arch)
+        arch = net.set_active(arch)
+    elif isinstance(arch, str):
+        arch = ArchConfig.parse(arch)
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the exact mean over the batches seen
-    device = next(net.parameters()).device
+    ref = next(net.parameters())
+    device = ref.device
     world = _share(distributed)[1]
-    net.train()
+    # Only batch norm trains: dropout stays off, as in the deployed subnet whose statistics these
+    # are, and draws nothing from torch's global RNG (a resumed run's dropout masks stay those of
+    # the uninterrupted run).
+    net.eval()
+    for m in bns:
+        m.train()
     seen = 0
     try:
         for i, batch in enumerate(loader):
             if num_batches is not None and i >= num_batches:
                 break
             x = batch[0] if isinstance(batch, list | tuple) else batch
-            net(_prepare(x, arch.resolution, device))
+            net(_prepare(x, arch.resolution, ref))
             seen += 1
     finally:
         for m, momentum in saved:
@@ -160,10 +175,11 @@ def accuracy(
     result as one process evaluating every batch, in a ``world``-th of the time.
     """
     net.eval()
-    device = next(net.parameters()).device
+    ref = next(net.parameters())
+    device = ref.device
     correct = total = 0
     for x, y in batches(dataset, batch_size, limit, distributed=distributed):
-        pred = net(_prepare(x, resolution, device)).argmax(1).cpu()
+        pred = net(_prepare(x, resolution, ref)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
     if _share(distributed)[1] > 1:
@@ -177,7 +193,7 @@ def accuracy(
 
 def recalibrated_subnet(
     net: Supernet,
-    arch: ArchConfig,
+    arch: ArchConfig | str,
     calibration: Dataset,
     *,
     calibration_images: int = 2000,
@@ -191,6 +207,8 @@ def recalibrated_subnet(
     ``distributed``: share the calibration images among the ``torch.distributed`` ranks (see
     :func:`recalibrate_bn`; every rank calls this).
     """
+    if isinstance(arch, str):
+        arch = ArchConfig.parse(arch)
     sub = evaluation_subnet(net, arch)
     calibration_batches = batches(
         calibration, batch_size, calibration_images, distributed=distributed
@@ -200,7 +218,7 @@ def recalibrated_subnet(
 
 def evaluate_subnet(
     net: Supernet,
-    arch: ArchConfig,
+    arch: ArchConfig | str,
     dataset: Dataset,
     calibration: Dataset,
     *,
@@ -217,6 +235,8 @@ def evaluate_subnet(
     ``torch.distributed`` ranks (see :func:`recalibrate_bn` and :func:`accuracy`; every rank
     calls this).
     """
+    if isinstance(arch, str):
+        arch = ArchConfig.parse(arch)
     sub = recalibrated_subnet(
         net,
         arch,
