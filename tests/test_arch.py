@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,7 +68,7 @@ def test_parse_rejects_malformed_strings(text):
         ({"expand_ratios": ((3, -1), (3,))}, r"expand_ratios\[0\]\[1\]=-1.0 must be > 0"),
         ({"depths": (2, -1)}, r"depths\[1\]=-1"),
         ({"width_mults": (0,)}, r"width_mults\[0\]=0.0 must be > 0"),
-        ({"resolution": "big"}, "must be numbers"),
+        ({"resolution": "big"}, "resolution='big' must be an integer"),
     ],
 )
 def test_structural_validation(kwargs, pattern):
@@ -365,3 +366,148 @@ def test_base_depths_widths_and_stem_sampling_evolution_encoding():
     narrow = RES.restrict(stem_depths=(3,), width_mults=(1.0,), depths=(1,))
     assert narrow.size == 2 * 2**2 * 2**3 and narrow.largest() == RES.largest()
     assert narrow.smallest().depths == (2, 3) and narrow.smallest().stem_depth == 3
+
+
+# ---------------------------------------------------------------- number and container checks
+_BASE = {
+    "resolution": 28,
+    "depths": (2, 1),
+    "kernel_sizes": ((3, 5), (3,)),
+    "expand_ratios": ((3, 6), (3,)),
+}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"resolution": 28.7}, r"resolution=28.7 must be an integer, not a float"),
+        ({"resolution": 28.0}, r"resolution=28.0 must be an integer, not a float"),
+        ({"resolution": True}, r"resolution=True must be an integer, not a bool"),
+        ({"resolution": "28"}, r"resolution='28' must be an integer, not a str"),
+        ({"resolution": torch.tensor(28.0)}, r"resolution=tensor\(28.\) must be an integer"),
+        ({"kernel_sizes": ((3, 3.5), (3,))}, r"kernel_sizes\[0\]\[1\]=3.5 must be an integer"),
+        ({"depths": (1.5, 1)}, r"depths\[0\]=1.5 must be an integer"),
+        ({"kernel_sizes": ("35", (3,))}, r"kernel_sizes\[0\]='35' must be a sequence"),
+        ({"depths": 2}, r"depths=2 must be a sequence"),
+        ({"expand_ratios": ((3, True), (3,))}, r"expand_ratios\[0\]\[1\]=True must be a number"),
+        ({"expand_ratios": ((3, "6"), (3,))}, r"expand_ratios\[0\]\[1\]='6' must be a number"),
+        ({"expand_ratios": ((3, float("nan")), (3,))}, r"expand_ratios\[0\]\[1\]=nan must be"),
+        ({"expand_ratios": ((3, float("inf")), (3,))}, r"expand_ratios\[0\]\[1\]=inf must be"),
+        ({"width_mults": (float("inf"),)}, r"width_mults\[0\]=inf must be a finite"),
+        ({"width_mults": (np.bool_(True),)}, r"width_mults\[0\]=\S*True\S* must be a number"),
+        ({"stem_depth": 2.5}, r"stem_depth=2.5 must be an integer"),
+        (
+            {"depths": (), "kernel_sizes": (), "expand_ratios": ()},
+            "depths=\\(\\) has no stages",
+        ),
+    ],
+)
+def test_numbers_are_checked_not_truncated(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ArchConfig(**{**_BASE, **kwargs})
+
+
+def test_integer_scalars_of_numpy_and_torch_are_accepted():
+    a = ArchConfig(
+        np.int64(28),
+        (torch.tensor(2), np.int32(1)),
+        (np.array([3, 5]), torch.tensor([3])),
+        ((np.float32(3), torch.tensor(6.0)), (3,)),
+        stem_depth=np.uint8(2),
+    )
+    assert a == ArchConfig(28, (2, 1), ((3, 5), (3,)), ((3.0, 6.0), (3.0,)), (), 2)
+    assert all(type(x) is int for x in (a.resolution, *a.depths, *a.kernel_sizes[0], a.stem_depth))
+    assert all(type(e) is float for e in a.expand_ratios[0])
+
+
+def test_from_dict_refuses_strings_instead_of_parsing_them():
+    d = ArchConfig(28, (2, 1), ((3, 5), (7,)), ((3, 6), (3,))).to_dict()
+    with pytest.raises(ValueError, match=r"kernel_sizes\[0\]='35' must be a sequence"):
+        ArchConfig.from_dict({**d, "kernel_sizes": ["35", "7"]})
+    with pytest.raises(ValueError, match=r"resolution='28' must be an integer"):
+        ArchConfig.from_dict({**d, "resolution": "28"})
+
+
+@pytest.mark.parametrize("value", [1e-5, 1.5e-7, 5e-324, 0.1 + 0.2, 1e16, 1e300, 1 / 3, 123.456])
+def test_every_valid_arch_round_trips_through_its_string(value):
+    a = ArchConfig(28, (1, 0), ((3,), ()), ((value,), ()), (value, 1.0), 2)
+    text = str(a)
+    assert "e-" not in text and "e+" not in text and " " not in text
+    assert ArchConfig.parse(text) == a
+
+
+def test_string_form_of_ordinary_values_is_unchanged():
+    cases = {
+        "r28-k3e3,k5e4_k7e6": ArchConfig(28, (2, 1), ((3, 5), (7,)), ((3, 4), (6,))),
+        "r224-s3-w0.65,1.2,1-k3e0.25_0": ArchConfig(
+            224, (1, 0), ((3,), ()), ((0.25,), ()), (0.65, 1.2, 1.0), 3
+        ),
+    }
+    for text, arch in cases.items():
+        assert str(arch) == text and ArchConfig.parse(text) == arch
+
+
+def test_parse_reads_ascii_digits_only():
+    with pytest.raises(ValueError, match="malformed"):
+        ArchConfig.parse("r\u0662\u0668-k3e3")  # Arabic-Indic "28"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"kernel_sizes": (3, 4)}, r"SearchSpace.kernel_sizes=\(3, 4\) has 4"),
+        ({"kernel_sizes": (3, 3.5)}, r"SearchSpace.kernel_sizes\[1\]=3.5 must be an integer"),
+        ({"kernel_sizes": ("35",)}, r"SearchSpace.kernel_sizes\[0\]='35' must be an integer"),
+        ({"kernel_sizes": "35"}, r"SearchSpace.kernel_sizes='35' must be a sequence"),
+        ({"expand_ratios": (3, -1)}, r"SearchSpace.expand_ratios=\(-1.0, 3.0\) has -1"),
+        ({"expand_ratios": (3, float("nan"))}, r"SearchSpace.expand_ratios\[1\]=nan must be"),
+        ({"depths": (1, -1)}, r"SearchSpace.depths=\(-1, 1\) has -1"),
+        ({"depths": (1, True)}, r"SearchSpace.depths\[1\]=True must be an integer"),
+        ({"resolutions": (28, 0)}, r"SearchSpace.resolutions=\(0, 28\) has 0"),
+        ({"resolutions": (28.5,)}, r"SearchSpace.resolutions\[0\]=28.5 must be an integer"),
+        ({"width_mults": (1.0, 0.0)}, r"SearchSpace.width_mults=\(0.0, 1.0\) has 0"),
+        ({"stem_depths": (2, 0)}, r"SearchSpace.stem_depths=\(0, 2\) has 0"),
+        ({"num_stages": 2.5}, r"SearchSpace.num_stages=2.5 must be an integer"),
+        ({"num_stages": True}, r"SearchSpace.num_stages=True must be an integer"),
+        ({"base_depths": (1, 1.5)}, r"SearchSpace.base_depths\[1\]=1.5 must be an integer"),
+    ],
+)
+def test_space_checks_every_choice_of_every_dimension(kwargs, pattern):
+    base = {
+        "num_stages": 2,
+        "kernel_sizes": (3, 5),
+        "expand_ratios": (3, 6),
+        "depths": (1, 2),
+        "resolutions": (24, 28),
+    }
+    with pytest.raises(ValueError, match=pattern):
+        SearchSpace(**{**base, **kwargs})
+
+
+def test_space_accepts_numpy_choices():
+    space = SearchSpace(
+        np.int64(2), np.array([3, 5]), np.array([3.0, 6.0]), (np.int8(1), 2), (24, 28)
+    )
+    assert space == TINY and space.sample(0) == TINY.sample(0)
+
+
+def test_restrict_accepts_any_iterable():
+    assert SPACE.restrict(kernel_sizes=(k for k in (3,))).kernel_sizes == (3,)
+    assert SPACE.restrict(depths=iter([2, 4]), resolutions=np.array([28])) == SPACE.restrict(
+        depths=(2, 4), resolutions=(28,)
+    )
+    with pytest.raises(ValueError, match=r"SearchSpace.kernel_sizes='7' must be a sequence"):
+        SPACE.restrict(kernel_sizes="7")
+    with pytest.raises(ValueError, match=r"kernel_sizes\[0\]=7.5 must be an integer"):
+        SPACE.restrict(kernel_sizes=(7.5,))
+
+
+def test_seeds_may_be_numpy_integers_and_none_means_seed_0():
+    assert SPACE.sample(np.int64(3)) == SPACE.sample(3)
+    assert SPACE.mutate(SPACE.largest(), 0.5, np.int32(3)) == SPACE.mutate(SPACE.largest(), 0.5, 3)
+    assert SPACE.sample() == SPACE.sample(0) == SPACE.sample(None)
+    for bad in (True, 3.0, "3"):
+        with pytest.raises(TypeError, match="int seed"):
+            SPACE.sample(bad)
+    for method in (SearchSpace.sample, SearchSpace.mutate, SearchSpace.crossover):
+        assert "seed 0" in method.__doc__

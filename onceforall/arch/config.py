@@ -3,9 +3,12 @@ random draws the search space samples with."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 import torch
@@ -14,23 +17,136 @@ __all__ = ["ArchConfig", "as_generator"]
 
 
 def _fmt(v: float) -> str:
-    """Shortest decimal form of a choice value: 4.0 -> "4", 0.25 -> "0.25"."""
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
+    """Shortest decimal form of a choice value: 4.0 -> "4", 0.25 -> "0.25", 1e-05 -> "0.00001".
+
+    Never exponent notation, which :meth:`ArchConfig.parse` does not read (and whose "e" would
+    clash with the block form ``k3e4``); ``float()`` of the result is exactly ``v``.
+    """
+    if isinstance(v, int):
+        return str(v)
+    v = float(v)
+    if v.is_integer():
+        return str(int(v))
+    text = repr(v)
+    return format(Decimal(text), "f") if "e" in text else text
+
+
+def _torch_scalar(value: Any, *, floats: bool) -> bool:
+    """Whether ``value`` is a 0-d torch tensor of integers (or, with ``floats``, of reals)."""
+    if not isinstance(value, torch.Tensor) or value.ndim != 0:
+        return False
+    if value.is_complex() or value.dtype == torch.bool:
+        return False
+    return floats or not value.is_floating_point()
+
+
+def _int(field: str, value: Any) -> int:
+    """``value`` as an int: Python, numpy and 0-d torch integers only. Floats (even 4.0), bools
+    and strings are refused rather than truncated, counted as 0/1 or parsed."""
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not (integral or _torch_scalar(value, floats=False)):
+        raise ValueError(
+            f"{field}={value!r} must be an integer, not a {type(value).__name__}: pass an int "
+            "(numpy and torch integer scalars are fine; floats, bools and strings are not "
+            "converted)"
+        )
+    return int(value)
+
+
+def _real(field: str, value: Any) -> float:
+    """``value`` as a finite float: Python, numpy and 0-d torch real numbers only. Bools and
+    strings are refused (:meth:`ArchConfig.parse` converts its text itself), so are nan and inf."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real or _torch_scalar(value, floats=True)):
+        raise ValueError(
+            f"{field}={value!r} must be a number, not a {type(value).__name__}: pass an int or a "
+            "float (bools and strings are not converted)"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{field}={value!r} must be a finite number, e.g. 1.0 or 0.25")
+    return number
+
+
+def _seq(field: str, value: Any, of: str = "numbers") -> tuple[Any, ...]:
+    """``value`` (a list, tuple, array, generator...) as a tuple; a string or a lone number is
+    refused rather than split into characters or silently wrapped."""
+    if type(value) is tuple:
+        return value
+    if not isinstance(value, str | bytes):
+        try:
+            return tuple(value)
+        except TypeError:
+            pass
+    raise ValueError(
+        f"{field}={value!r} must be a sequence of {of} (a list or tuple), not a "
+        f"{type(value).__name__}"
+    )
+
+
+_INT = frozenset({int})
+_FLOAT = frozenset({float})
+_INT_OR_FLOAT = frozenset({int, float})
+
+
+def _ints(field: str, value: Any) -> tuple[int, ...]:
+    """A sequence of integers through :func:`_int`; fast when they already are Python ints
+    (a search builds 10^5 archs)."""
+    values = _seq(field, value)
+    if set(map(type, values)) <= _INT:
+        return values
+    return tuple(_int(f"{field}[{i}]", v) for i, v in enumerate(values))
+
+
+def _reals(field: str, value: Any) -> tuple[float, ...]:
+    """A sequence of finite floats through :func:`_real`; fast for Python floats and ints."""
+    values = _seq(field, value)
+    types = set(map(type, values))
+    if types <= _INT_OR_FLOAT:
+        try:
+            floats = values if types <= _FLOAT else tuple(map(float, values))
+        except OverflowError:  # an int beyond the float range: _real names it
+            floats = (math.inf,)
+        if all(map(math.isfinite, floats)):
+            return floats
+    return tuple(_real(f"{field}[{i}]", v) for i, v in enumerate(values))
+
+
+def _per_block(field: str, value: Any, convert: Any) -> tuple[tuple[Any, ...], ...]:
+    """Per-stage, per-block values (``kernel_sizes``, ``expand_ratios``) through ``convert``
+    (:func:`_ints` or :func:`_reals`)."""
+    stages = _seq(field, value, "stages")
+    # Fast path: the tuples of Python ints or floats that sampling, mutation and crossover build
+    # (a search builds 10^5 archs); anything else goes through ``convert``, which checks it.
+    if all(type(stage) is tuple for stage in stages):
+        types = {type(v) for stage in stages for v in stage}
+        if convert is _ints and types <= _INT:
+            return stages
+        if (
+            convert is _reals
+            and types <= _FLOAT
+            and all(math.isfinite(v) for stage in stages for v in stage)
+        ):
+            return stages
+    return tuple(convert(f"{field}[{s}]", stage) for s, stage in enumerate(stages))
 
 
 def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
     """Turn a seed into a CPU ``torch.Generator``; pass a generator through unchanged.
 
     Sampling never touches the global RNG: ``None`` means seed 0, so a forgotten seed is still
-    reproducible rather than silently random.
+    reproducible rather than silently random. A seed is any integer (numpy's too), not a bool.
     """
     if isinstance(generator, torch.Generator):
         return generator
     if generator is None:
         generator = 0
-    if not isinstance(generator, int) or isinstance(generator, bool):
+    if not isinstance(generator, numbers.Integral) or isinstance(generator, bool):
         raise TypeError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
-    return torch.Generator().manual_seed(generator)
+    return torch.Generator().manual_seed(int(generator))
 
 
 class _Draws:
@@ -72,8 +188,9 @@ class ArchConfig:
             layers each one scales is the family's choice (one per stage, by default).
         stem_depth: layers the stem runs, for families with an elastic stem; ``None`` otherwise.
 
-    Validation here covers what is wrong in any space (shapes, signs, even kernels); whether the
-    values belong to a particular supernet is checked by :meth:`SearchSpace.validate`.
+    Validation here covers what is wrong in any space (shapes, signs, even kernels, at least one
+    stage, integers where counts and sizes go, finite numbers elsewhere); whether the values
+    belong to a particular supernet is checked by :meth:`SearchSpace.validate`.
     """
 
     resolution: int
@@ -84,18 +201,18 @@ class ArchConfig:
     stem_depth: int | None = None
 
     def __post_init__(self) -> None:
-        # Normalise containers and numbers: equality and hashing ignore list-vs-tuple and 4-vs-4.0.
-        try:
-            depths = tuple(int(d) for d in self.depths)
-            ks = tuple(tuple(int(k) for k in stage) for stage in self.kernel_sizes)
-            es = tuple(tuple(float(e) for e in stage) for stage in self.expand_ratios)
-            ws = tuple(float(w) for w in self.width_mults)
-            res = int(self.resolution)
-            stem = None if self.stem_depth is None else int(self.stem_depth)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"ArchConfig fields must be numbers or sequences of them: {exc}"
-            ) from exc
+        # Normalise containers and numbers: equality and hashing ignore list-vs-tuple, numpy-vs-
+        # Python numbers and 4-vs-4.0 in the float fields. Integer fields take integers only.
+        depths = _ints("depths", self.depths)
+        ks = _per_block("kernel_sizes", self.kernel_sizes, _ints)
+        es = _per_block("expand_ratios", self.expand_ratios, _reals)
+        ws = _reals("width_mults", self.width_mults)
+        res = (
+            self.resolution if type(self.resolution) is int else _int("resolution", self.resolution)
+        )
+        stem = self.stem_depth
+        if stem is not None and type(stem) is not int:
+            stem = _int("stem_depth", stem)
         object.__setattr__(self, "resolution", res)
         object.__setattr__(self, "depths", depths)
         object.__setattr__(self, "kernel_sizes", ks)
@@ -104,6 +221,11 @@ class ArchConfig:
         object.__setattr__(self, "stem_depth", stem)
         if res <= 0:
             raise ValueError(f"resolution={res} must be a positive number of pixels")
+        if not depths:
+            raise ValueError(
+                "depths=() has no stages: give at least one (every search space has num_stages >= "
+                "1; a stage that runs no blocks is depth 0, written '0' in the string form)"
+            )
         if len(ks) != len(depths) or len(es) != len(depths):
             raise ValueError(
                 f"depths has {len(depths)} stages but kernel_sizes has {len(ks)} and "
@@ -143,7 +265,7 @@ class ArchConfig:
         parts.append("_".join(stages))
         return "-".join(parts)
 
-    _BLOCK = re.compile(r"k(\d+)e(\d+(?:\.\d+)?)")
+    _BLOCK = re.compile(r"k(\d+)e(\d+(?:\.\d+)?)", re.ASCII)
 
     @classmethod
     def parse(cls, text: str) -> ArchConfig:
@@ -156,16 +278,16 @@ class ArchConfig:
         if not isinstance(text, str):
             raise ValueError(f"arch string must be a str, got {type(text).__name__}")
         parts = text.strip().split("-")
-        if not 2 <= len(parts) <= 4 or not re.fullmatch(r"r\d+", parts[0]):
+        if not 2 <= len(parts) <= 4 or not re.fullmatch(r"r\d+", parts[0], re.ASCII):
             raise ValueError(f"malformed arch string {text!r}: {expected}")
         width_mults: tuple[float, ...] = ()
         stem_depth: int | None = None
         # Optional parts between resolution and blocks, in this order: stem depth, widths.
         optional = parts[1:-1]
-        if optional and re.fullmatch(r"s\d+", optional[0]):
+        if optional and re.fullmatch(r"s\d+", optional[0], re.ASCII):
             stem_depth = int(optional.pop(0)[1:])
         if optional:
-            if not re.fullmatch(r"w\d+(\.\d+)?(,\d+(\.\d+)?)*", optional[0]):
+            if not re.fullmatch(r"w\d+(\.\d+)?(,\d+(\.\d+)?)*", optional[0], re.ASCII):
                 raise ValueError(
                     f"malformed part {optional[0]!r} in {text!r}: expected a stem depth 's3' "
                     "and/or widths 'w1,0.8', in that order"

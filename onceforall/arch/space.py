@@ -11,10 +11,39 @@ from typing import Any
 
 import torch
 
-from onceforall.arch.config import ArchConfig, _Draws, _fmt, as_generator
+from onceforall.arch.config import ArchConfig, _Draws, _fmt, _int, _real, _seq, as_generator
 from onceforall.arch.encoding import batch_encoder
 
 __all__ = ["SearchSpace"]
+
+# The choice dimensions: how each choice is read, the rule every choice must meet and an example.
+_DIMS: dict[str, tuple[Any, Any, str, str]] = {
+    "kernel_sizes": (_int, lambda k: k > 0 and k % 2 == 1, "a positive odd number", "(3, 5, 7)"),
+    "expand_ratios": (_real, lambda e: e > 0, "> 0", "(3, 4, 6)"),
+    "depths": (_int, lambda d: d >= 0, ">= 0", "(2, 3, 4)"),
+    "resolutions": (_int, lambda r: r > 0, "a positive number of pixels", "(128, 160, 192)"),
+    "width_mults": (_real, lambda w: w > 0, "> 0", "(0.65, 0.8, 1.0)"),
+    "stem_depths": (_int, lambda d: d > 0, "a positive number of layers", "(2, 3)"),
+}
+
+
+def _choices(name: str, values: Any) -> tuple[float, ...]:
+    """The sorted, deduplicated choices of dimension ``name``, each one checked.
+
+    Raises:
+        ValueError: naming the field and the first bad choice.
+    """
+    convert, ok, rule, example = _DIMS[name]
+    field = f"SearchSpace.{name}"
+    canon = tuple(
+        sorted({convert(f"{field}[{i}]", v) for i, v in enumerate(_seq(field, values, "choices"))})
+    )
+    bad = [v for v in canon if not ok(v)]
+    if bad:
+        raise ValueError(
+            f"{field}={canon} has {_fmt(bad[0])}: every choice must be {rule}, e.g. {example}"
+        )
+    return canon
 
 
 @dataclass(frozen=True)
@@ -51,44 +80,36 @@ class SearchSpace:
     stem_depths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        canon = {
-            "kernel_sizes": tuple(sorted({int(k) for k in self.kernel_sizes})),
-            "expand_ratios": tuple(sorted({float(e) for e in self.expand_ratios})),
-            "depths": tuple(sorted({int(d) for d in self.depths})),
-            "resolutions": tuple(sorted({int(r) for r in self.resolutions})),
-            "width_mults": tuple(sorted({float(w) for w in self.width_mults})),
-            "stem_depths": tuple(sorted({int(d) for d in self.stem_depths})),
-        }
-        for name, values in canon.items():
+        for name in _DIMS:
+            values = _choices(name, getattr(self, name))
             object.__setattr__(self, name, values)
             if name not in ("width_mults", "stem_depths") and not values:
                 raise ValueError(f"SearchSpace.{name} must hold at least one choice")
-        if self.num_stages <= 0:
-            raise ValueError(f"num_stages={self.num_stages} must be positive")
-        if self.depths[0] < 0:
-            raise ValueError(f"depths={self.depths} must be >= 0")
-        base = tuple(int(b) for b in self.base_depths) or (0,) * self.num_stages
+        num_stages = _int("SearchSpace.num_stages", self.num_stages)
+        object.__setattr__(self, "num_stages", num_stages)
+        if num_stages <= 0:
+            raise ValueError(f"num_stages={num_stages} must be positive")
+        base = (
+            tuple(
+                _int(f"SearchSpace.base_depths[{s}]", b)
+                for s, b in enumerate(_seq("SearchSpace.base_depths", self.base_depths))
+            )
+            or (0,) * self.num_stages
+        )
         if len(base) != self.num_stages or min(base) < 0:
             raise ValueError(
                 f"base_depths={base} must give one number >= 0 per stage ({self.num_stages})"
             )
         object.__setattr__(self, "base_depths", base)
-        num_widths = int(self.num_widths) or (self.num_stages if self.width_mults else 0)
+        num_widths = _int("SearchSpace.num_widths", self.num_widths) or (
+            self.num_stages if self.width_mults else 0
+        )
         if num_widths < 0 or bool(num_widths) != bool(self.width_mults):
             raise ValueError(
                 f"num_widths={self.num_widths} needs width_mults choices (got "
                 f"{self.width_mults}), and width_mults need num_widths >= 0"
             )
         object.__setattr__(self, "num_widths", num_widths)
-        # Probe the choices through ArchConfig's own checks once (odd kernels, positive values).
-        ArchConfig(
-            self.resolutions[0],
-            (1,),
-            ((self.kernel_sizes[0],),),
-            ((self.expand_ratios[0],),),
-            self.width_mults[:1],
-            self.stem_depths[0] if self.stem_depths else None,
-        )
 
     # ---------------------------------------------------------------- structure
     @property
@@ -122,22 +143,19 @@ class SearchSpace:
     def restrict(self, **choices: Iterable[float]) -> SearchSpace:
         """A narrower space, e.g. ``space.restrict(kernel_sizes=(7,), depths=(4,))``.
 
+        Each dimension's choices may be any iterable (a list, a tuple, an array, a generator).
+
         Raises:
             ValueError: for an unknown dimension or a choice this space does not have.
         """
-        dims = (
-            "kernel_sizes",
-            "expand_ratios",
-            "depths",
-            "resolutions",
-            "width_mults",
-            "stem_depths",
-        )
+        dims = tuple(_DIMS)
+        canon: dict[str, tuple[float, ...]] = {}
         for name, values in choices.items():
             if name not in dims:
                 raise ValueError(f"cannot restrict unknown dimension {name!r}; choose from {dims}")
-            values = tuple(values)
-            extra = sorted(set(map(float, values)) - set(map(float, getattr(self, name))))
+            # Materialised once here, so a generator is not used up before the new space sees it.
+            canon[name] = values = _choices(name, values)
+            extra = sorted(set(values) - set(getattr(self, name)))
             if extra:
                 raise ValueError(
                     f"{name}={values} is not a subset of this space's {name}={getattr(self, name)}"
@@ -145,7 +163,7 @@ class SearchSpace:
                 )
             if not values:
                 raise ValueError(f"{name} must keep at least one choice")
-        return replace(self, **choices)
+        return replace(self, **canon)
 
     # ---------------------------------------------------------------- membership
     def _errors(self, arch: ArchConfig) -> list[str]:
@@ -212,14 +230,7 @@ class SearchSpace:
     ) -> ArchConfig:
         """Build an arch and validate it against this space in one step."""
         return self.validate(
-            ArchConfig(
-                resolution,
-                tuple(depths),
-                tuple(map(tuple, kernel_sizes)),
-                tuple(map(tuple, expand_ratios)),
-                tuple(width_mults),
-                stem_depth,
-            )
+            ArchConfig(resolution, depths, kernel_sizes, expand_ratios, width_mults, stem_depth)
         )
 
     def parse(self, text: str) -> ArchConfig:
@@ -255,8 +266,13 @@ class SearchSpace:
     def sample(self, generator: torch.Generator | int | None = None) -> ArchConfig:
         """A uniformly random choice per dimension (depth per stage, then its blocks' choices).
 
+        ``[space.sample() for _ in range(10)]`` is ten copies of one arch: pass a generator,
+        ``g = torch.Generator().manual_seed(0); [space.sample(g) for _ in range(10)]``.
+
         Args:
-            generator: a ``torch.Generator`` (advanced in place) or an int seed.
+            generator: a ``torch.Generator`` (advanced in place) or an int seed (numpy's too).
+                ``None`` means seed 0, not fresh randomness: calls without a generator all draw
+                the same. To draw many, pass one ``torch.Generator`` to every call.
         """
         g = _Draws(as_generator(generator))
         res = g.pick(self.resolutions)
@@ -277,6 +293,11 @@ class SearchSpace:
         """Resample each choice of ``arch`` independently with probability ``prob``.
 
         A stage that grows deeper gets freshly sampled choices for its new blocks.
+
+        Args:
+            generator: a ``torch.Generator`` (advanced in place) or an int seed (numpy's too).
+                ``None`` means seed 0, not fresh randomness: calls without a generator all draw
+                the same. To draw many, pass one ``torch.Generator`` to every call.
         """
         self.validate(arch)
         g = _Draws(as_generator(generator))
@@ -305,6 +326,11 @@ class SearchSpace:
         """Uniform crossover: each choice comes from ``a`` or ``b`` with equal probability.
 
         A block present in only one parent (its stage is deeper there) takes that parent's choices.
+
+        Args:
+            generator: a ``torch.Generator`` (advanced in place) or an int seed (numpy's too).
+                ``None`` means seed 0, not fresh randomness: calls without a generator all draw
+                the same. To draw many, pass one ``torch.Generator`` to every call.
         """
         self.validate(a)
         self.validate(b)
