@@ -113,12 +113,13 @@ class Run:
         # A run whose schedule never distilled: the trained supernet's largest subnet.
         return FullNetworkTeacher.build(self.net, self.calibration_batches)
 
-    def accuracy(self, model: nn.Module, arch: ArchConfig, split: str = "holdout") -> float:
+    def accuracy(self, model: nn.Module, arch: ArchConfig | str, split: str = "holdout") -> float:
         """Top-1 accuracy (%) of a standalone subnet on ``holdout`` or ``test``."""
         if split not in ("holdout", "test"):
             raise ValueError(f"split={split!r}: choose holdout or test")
         dataset = self.data.holdout if split == "holdout" else self.data.test
-        return accuracy(model, dataset, arch.resolution, batch_size=self.config.eval_batch_size)
+        resolution = self.parse(arch).resolution
+        return accuracy(model, dataset, resolution, batch_size=self.config.eval_batch_size)
 
     @property
     def supernet_file(self) -> Path:

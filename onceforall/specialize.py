@@ -321,7 +321,7 @@ class Specializer:
     # ---------------------------------------------------------------- measurement
     def measure(
         self,
-        archs: list[ArchConfig],
+        archs: Sequence[ArchConfig | str],
         labels: list[str] | None = None,
         *,
         accuracy: bool = True,
@@ -338,6 +338,7 @@ class Specializer:
         extracted, evaluated and timed once, and its picks share those figures: one arch gets one
         measured accuracy and one time, whatever label it is reported under."""
         latency = latency and self.device is None
+        archs = [self.run.parse(a) for a in archs]
         net = self.run.net
         labels = labels or [str(i) for i in range(len(archs))]
         if len(labels) != len(archs):

@@ -250,3 +250,6 @@ def test_measured_archs_answer_with_their_measurement(tiny, tmp_path):
     best = pred.best_measured()
     assert set(best) == set(archs) and pred.measured[best[0]] == ds.accuracies.max()
     assert AccuracyPredictor(net.space).accuracy(archs[:2]).shape == (2,)  # none measured
+    # Arch strings, as the command line and the exported cards give them, answer alike.
+    np.testing.assert_array_equal(pred.accuracy([str(a) for a in mixed]), pred.accuracy(mixed))
+    np.testing.assert_array_equal(pred.predict([str(a) for a in archs]), pred.predict(archs))

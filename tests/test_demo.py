@@ -321,6 +321,10 @@ def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
     assert picks[1].holdout_accuracy is not None and picks[1].latency_drift == 1.25
     with pytest.raises(ValueError, match="2 labels for 3 archs"):
         spec.measure([a, b, a], ["x", "y"])
+    # An arch's string is the arch: the same figures, and the run's accuracy takes it too.
+    by_name = spec.measure([str(b)], ["tight"], latency=False)[0]
+    assert by_name.arch == picks[1].arch and by_name.holdout_accuracy == picks[1].holdout_accuracy
+    assert run.accuracy(run.subnet(b), str(b)) == picks[1].holdout_accuracy
     assert (run.path / "accuracy_predictor.json").stat().st_mtime_ns == predictor
 
 

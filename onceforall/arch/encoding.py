@@ -79,8 +79,10 @@ class _BatchEncoder:
             try:
                 c = self._cols(a)
             except (KeyError, AttributeError, TypeError, ValueError):
-                self.space.validate(a)  # raises, naming the field and the allowed choices
-                raise
+                if not isinstance(a, str):
+                    self.space.validate(a)  # raises, naming the field and the allowed choices
+                    raise
+                c = self._cols(self.space.validate(a))  # an arch's string, parsed and checked
             cols += c
             lens.append(len(c))
         x = np.zeros((len(archs), self.space.encoding_size), dtype=np.float32)

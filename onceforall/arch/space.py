@@ -203,14 +203,17 @@ class SearchSpace:
                 check(f"expand_ratios[{s}][{b}]", e, self.expand_ratios)
         return errs
 
-    def validate(self, arch: ArchConfig) -> ArchConfig:
-        """Return ``arch`` if it belongs to this space.
+    def validate(self, arch: ArchConfig | str) -> ArchConfig:
+        """Return ``arch`` (parsed, if given as its string) if it belongs to this space.
 
         Raises:
-            ValueError: naming each offending field, its value and the allowed choices.
+            ValueError: a malformed string, or an arch outside the space (naming each offending
+                field, its value and the allowed choices).
         """
-        if not isinstance(arch, ArchConfig):
-            raise TypeError(f"expected an ArchConfig, got {type(arch).__name__}")
+        if isinstance(arch, str):
+            arch = ArchConfig.parse(arch)
+        elif not isinstance(arch, ArchConfig):
+            raise TypeError(f"expected an ArchConfig or its string, got {type(arch).__name__}")
         errs = self._errors(arch)
         if errs:
             raise ValueError(f"arch {arch} is outside the search space: " + "; ".join(errs))

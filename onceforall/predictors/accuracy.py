@@ -89,7 +89,7 @@ class AccuracyPredictor:
             raise ValueError(f"hidden={self.hidden} must be one or more positive widths")
         self.mlp = _mlp(self.space.encoding_size, self.hidden, self.seed).eval()
 
-    def encode(self, archs: Sequence[ArchConfig]) -> torch.Tensor:
+    def encode(self, archs: Sequence[ArchConfig | str]) -> torch.Tensor:
         """``(len(archs), space.encoding_size)`` float32, equal to ``space.encode_batch``."""
         return self.space.encode_batch(archs)
 
@@ -171,7 +171,7 @@ class AccuracyPredictor:
             self._weights64 = cached
         return cached[1]
 
-    def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+    def predict(self, archs: Sequence[ArchConfig | str]) -> np.ndarray:
         """Predicted accuracy (%) of each arch: shape ``(len(archs),)`` float64.
 
         Raises:
@@ -179,7 +179,7 @@ class AccuracyPredictor:
         """
         return self.predict_encoded(self.encode(archs))
 
-    def accuracy(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+    def accuracy(self, archs: Sequence[ArchConfig | str]) -> np.ndarray:
         """What the searches maximize: the measured holdout accuracy (%) for an arch of
         :attr:`measured`, the prediction for any other.
 
@@ -189,6 +189,7 @@ class AccuracyPredictor:
         neighbours), and would otherwise steer the search past a measured arch that beats its
         pick.
         """
+        archs = [self.space.validate(a) if isinstance(a, str) else a for a in archs]
         out = self.predict(archs)
         if self.measured:
             for i, arch in enumerate(archs):
