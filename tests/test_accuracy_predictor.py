@@ -165,7 +165,7 @@ def test_dataset_values_equal_evaluate_subnet(tiny, tmp_path, monkeypatch, strea
     assert ds.accuracies.tolist() == expected
 
 
-def test_dataset_resumes_and_grows(tiny, tmp_path):
+def test_dataset_resumes_and_grows(tiny, tmp_path, monkeypatch):
     net, data = tiny
     first = build_accuracy_dataset(net, data, tmp_path, 8, limit=3, **SETTINGS)
     assert (first.evaluated, len(first), first.complete) == (3, 3, False)
@@ -180,6 +180,16 @@ def test_dataset_resumes_and_grows(tiny, tmp_path):
     assert grown.archs[:8] == resumed.archs
     assert build_accuracy_dataset(net, data, tmp_path, 10, **SETTINGS).evaluated == 0
     assert len(path.read_text().splitlines()) == 10
+    # A complete dataset is only read: a run directory the user may not write to serves it.
+    real_open = open
+
+    def read_only(file, mode="r", *args, **kwargs):
+        if set(mode) & set("wax+"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    assert len(build_accuracy_dataset(net, data, tmp_path, 10, **SETTINGS)) == 10
 
 
 def test_dataset_refuses_to_mix_settings(tiny, tmp_path):

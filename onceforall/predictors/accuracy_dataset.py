@@ -323,8 +323,9 @@ def build_accuracy_dataset(
         return {"arch": str(arch), "accuracy": acc, "settings": settings, "seconds": seconds}
 
     start = time.perf_counter()
-    bar = tqdm(todo, desc=f"accuracy dataset (rank {rank})", disable=not progress)
-    _append(_shard_path(path, rank, world), (measure(a) for a in bar))
+    if todo:  # nothing opened for writing otherwise: a complete dataset is read-only to use
+        bar = tqdm(todo, desc=f"accuracy dataset (rank {rank})", disable=not progress)
+        _append(_shard_path(path, rank, world), (measure(a) for a in bar))
     seconds = time.perf_counter() - start
     if distributed and world > 1:
         torch.distributed.barrier()  # every shard is written
