@@ -90,6 +90,8 @@ def test_predictor_recovers_synthetic_function():
     assert m["rmse"] < 0.2 * y.std(), m
     assert m["kendall_tau"] > 0.88, m
     assert pred.predict(archs[:5]).shape == (5,)
+    with pytest.raises(ValueError, match=r"3 archs are too few.*onceforall search --samples N"):
+        fit_accuracy_predictor(SPACE, archs[:3], y[:3], test_fraction=0.2)
 
 
 def test_fit_is_deterministic_under_seed():
@@ -195,7 +197,9 @@ def test_dataset_resumes_and_grows(tiny, tmp_path, monkeypatch):
 def test_dataset_refuses_to_mix_settings(tiny, tmp_path):
     net, data = tiny
     build_accuracy_dataset(net, data, tmp_path, 2, **SETTINGS)
-    with pytest.raises(ValueError, match=r"calibration_images=32 \(now 16\)"):
+    # The message names the command line's options too, as `onceforall search` users set them.
+    match = r"calibration_images=32 \(now 16\).*\(onceforall search: --calibration-images 32\)"
+    with pytest.raises(ValueError, match=match):
         build_accuracy_dataset(net, data, tmp_path, 3, **{**SETTINGS, "calibration_images": 16})
     with pytest.raises(ValueError, match="seed"):
         build_accuracy_dataset(net, data, tmp_path, 3, seed=1, **SETTINGS)

@@ -304,7 +304,10 @@ def fit_accuracy_predictor(
         raise ValueError(f"test_fraction={test_fraction} must be in [0, 1)")
     n_test = max(2, round(len(y) * test_fraction)) if test_fraction else 0
     if len(y) - n_test < 2:
-        raise ValueError(f"{len(y)} archs are too few to fit and test on; build a larger dataset")
+        raise ValueError(
+            f"{len(y)} archs are too few to fit and test on; build a larger accuracy dataset "
+            "(onceforall search --samples N: hundreds make a useful predictor)"
+        )
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).tolist()
     test, train = perm[:n_test], perm[n_test:]
     pred = AccuracyPredictor(space, tuple(hidden), seed)

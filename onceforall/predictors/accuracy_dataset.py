@@ -219,13 +219,23 @@ def _read_records(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, A
                     k: (made_with.get(k), v) for k, v in settings.items() if made_with.get(k) != v
                 }
                 shown = ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in diff.items())
+                flags = " ".join(
+                    f"{_SEARCH_FLAGS[k]} {old}"
+                    for k, (old, _) in diff.items()
+                    if k in _SEARCH_FLAGS and old is not None
+                )
+                on_cli = f" (onceforall search: {flags})" if flags else ""
                 raise ValueError(
                     f"{file} holds accuracies measured with other settings: {shown}. Pass the same "
-                    f"settings to reuse them, another path= to keep both, or delete {file.name} "
-                    f"(and its .rank* shards) to start over."
+                    f"settings to reuse them{on_cli}, or delete {file.name} (and its .rank* "
+                    "shards) to start over; from Python, another path= keeps both."
                 )
             out.setdefault(arch, rec)
     return out
+
+
+# The settings `onceforall search` sets from its own options, by option.
+_SEARCH_FLAGS = {"calibration_images": "--calibration-images", "eval_images": "--eval-images"}
 
 
 def _append(file: Path, records: Iterable[dict[str, Any]]) -> None:
