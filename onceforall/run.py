@@ -76,8 +76,20 @@ class Run:
 
     @cached_property
     def data(self) -> DataBundle:
-        """The run's dataset, split exactly as in training (same holdout)."""
-        return load_data(self.config.data)
+        """The run's dataset, split exactly as in training (same holdout).
+
+        Raises:
+            FileNotFoundError: the data is not where the run's ``config.yaml`` says, with the fix
+                for a trained run (its config is edited, not overridden).
+        """
+        try:
+            return load_data(self.config.data)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{exc}\nThis run reads its data as {self.path / CONFIG_FILE} says: if the data "
+                "moved, set data.root (or data.download) there; the run's commands take no "
+                "data.root=DIR override (the same data gives the same split)."
+            ) from exc
 
     def parse(self, arch: ArchConfig | str) -> ArchConfig:
         """An arch of this run's space, from an :class:`ArchConfig` or its string.

@@ -24,6 +24,7 @@ import onceforall as ofa
 from onceforall.cli import main as cli_main
 from onceforall.config import ScheduleConfig, config_from_dict, load_config
 from onceforall.data import DataConfig, load_data, resize_batch
+from onceforall.run import Run
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches, recalibrate_bn
 from onceforall.training.checkpoint import load_weights, save_weights
@@ -675,6 +676,18 @@ def test_bn_recalibration_repairs_miscalibrated_statistics(finished_run):
     # On the supernet itself too: it sets the arch active and leaves it in eval mode.
     ofa.recalibrate_bn(net, arch, batches(data.holdout, 64))
     assert net.active_arch == arch and not net.training
+
+
+def test_a_runs_missing_data_names_its_config_file(finished_run, tmp_path):
+    run_dir = tmp_path / "moved"
+    shutil.copytree(finished_run, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["data"].update(dataset="fashion_mnist", root=str(tmp_path / "nowhere"), download=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)nowhere.*moved/config\.yaml says.*data\.root"
+    ):
+        _ = Run.open(run_dir).data
 
 
 def test_bn_recalibration_trains_only_batch_norm_and_leaves_the_global_rng():
