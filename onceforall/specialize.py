@@ -72,14 +72,15 @@ def device_slug(device: str) -> str:
 
 
 def latency_tables(run: Run) -> list[tuple[Path, dict[str, Any]]]:
-    """``(path, metadata)`` of every latency table a run holds (unreadable files skipped)."""
+    """``(path, metadata)`` of every latency table a run holds; an unreadable file's metadata is
+    ``{"error": why}``."""
     found = []
     for path in sorted((run.path / "latency").glob("*.json")):
         try:
             data = json.loads(path.read_text())
             meta = {**data["metadata"], "layers": len(data["entries"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            meta = {"error": f"unreadable ({type(exc).__name__}: {exc})"}
         found.append((path, meta))
     return found
 

@@ -241,3 +241,11 @@ def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, ca
     assert "needs the measurements file" in capsys.readouterr().err
     assert cli_main(["latency", "kit", str(run_dir)]) == 2
     assert "--out DIR" in capsys.readouterr().err
+    # A table cut short (a full disk, a copy stopped half-way) is named, with the fix.
+    tables[0].write_text(before.decode()[:500])
+    assert cli_main(["search", str(run_dir), "--latency-ms", "1", *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{tables[0]} is not a readable latency table" in err and "--force" in err
+    assert cli_main(["latency", "list", str(run_dir)]) == 1
+    listed = capsys.readouterr()
+    assert f"{tables[0].name}: unreadable" in listed.err and "Busy" in listed.out

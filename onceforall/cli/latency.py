@@ -74,7 +74,11 @@ def _latency_list(run) -> int:
     from onceforall.specialize import latency_tables
 
     rows = []
+    damaged = []
     for path, meta in latency_tables(run):
+        if "error" in meta:
+            damaged.append(f"{path.name}: {meta['error']}")
+            continue
         check = meta.get("validation") or {}
         rows.append(
             {
@@ -89,9 +93,18 @@ def _latency_list(run) -> int:
                 "file": path.name,
             }
         )
+    if damaged:
+        print(
+            "damaged latency tables (delete them, then `latency build --force` or `latency "
+            "import --force` again): " + "; ".join(damaged),
+            file=sys.stderr,
+        )
     if not rows:
-        print(f"no latency tables in {run.path / 'latency'} yet: `latency build` or `latency kit`")
-        return 0
+        if not damaged:
+            print(
+                f"no latency tables in {run.path / 'latency'} yet: `latency build` or `latency kit`"
+            )
+        return 1 if damaged else 0
     print_table(
         rows,
         [
@@ -106,7 +119,7 @@ def _latency_list(run) -> int:
             ("file", "file", ""),
         ],
     )
-    return 0
+    return 1 if damaged else 0
 
 
 def _print_validation(v, what: str, *, same_rounds: bool = False) -> None:

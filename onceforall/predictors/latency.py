@@ -196,8 +196,26 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path, net: Supernet | None = None) -> LatencyTable:
-        """Read a table saved by :meth:`save`; ``net`` is bound if given (see :meth:`bind`)."""
-        return cls.from_dict(json.loads(Path(path).read_text()), net)
+        """Read a table saved by :meth:`save`; ``net`` is bound if given (see :meth:`bind`).
+
+        Raises:
+            ValueError: the file is damaged or not a latency table, naming it and the fix.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            table = cls.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(
+                f"{path} is not a readable latency table ({reason}): it is damaged or was "
+                "replaced. Measure it again (`onceforall latency build RUN_DIR --backend B "
+                "--force` replaces it), or import the device's measurements again "
+                "(`onceforall latency import RUN_DIR KIT/measurements.json --force`)"
+            ) from exc
+        return table if net is None else table.bind(net)  # bind names a table of another net
 
 
 def fit_line(layer_sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
