@@ -27,7 +27,7 @@ from onceforall.data import DataConfig, load_data, resize_batch
 from onceforall.run import Run
 from onceforall.training import TrainInterrupted, accuracy, train
 from onceforall.training.bn import batches, recalibrate_bn
-from onceforall.training.checkpoint import load_weights, save_weights
+from onceforall.training.checkpoint import load_weights, prepare_run_dir, save_weights
 from onceforall.training.optim import make_optimizer
 from onceforall.training.schedule import lr_at, resolve_phases, step_generator, subnets_for_step
 from onceforall.training.teacher import FullNetworkTeacher, load_teacher
@@ -815,6 +815,11 @@ def test_run_directory_guards(tmp_path, capsys):
         assert message in capsys.readouterr().err
         assert {p.name: p.read_bytes() for p in project.iterdir()} == before
         assert not (tmp_path / "new").exists()
+    # --resume where no run is yet starts one (a job script that always resumes), and says so.
+    prepare_run_dir(tmp_path / "new", tiny_config(), resume=True, force=False)
+    assert "holds no run yet, so a new one starts there" in capsys.readouterr().err
+    prepare_run_dir(tmp_path / "new", tiny_config(), resume=True, force=False)
+    assert "no run yet" not in capsys.readouterr().err
 
 
 def test_force_starts_over_and_a_missing_supernet_is_written_again(finished_run, tmp_path):

@@ -13,6 +13,7 @@ import io
 import json
 import pickle
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,12 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: boo
     has_run = check_run_dir(run_dir, config, resume, force)
     if has_run and resume:
         return
+    if resume:  # a job script that always resumes (a requeued or restarted job) starts this way
+        print(
+            f"note: --resume: {run_dir} holds no run yet, so a new one starts there (if you meant "
+            "to continue another run, stop and give its --out)",
+            file=sys.stderr,
+        )
     if has_run and force:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
