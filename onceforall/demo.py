@@ -22,6 +22,7 @@ import numpy as np
 from onceforall.config import load_config
 from onceforall.data import resize_batch
 from onceforall.export import export_subnet
+from onceforall.files import check_writable
 from onceforall.predictors.latency_validation import round_validation
 from onceforall.run import Run, train_or_reuse
 from onceforall.specialize import Specializer
@@ -161,8 +162,7 @@ def _is_demo_dir(out: Path) -> bool:
 def _claim(out: Path) -> None:
     """Make ``out`` the demo's directory, refusing one that holds anything else: the demo
     replaces its report, plots and models on every run, and must not replace a user's files."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
+    check_writable(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not _is_demo_dir(out):
         raise FileExistsError(
             f"--out {out} is not empty and is not a directory `onceforall demo` wrote (no "

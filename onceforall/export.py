@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from onceforall.data import preprocessing
-from onceforall.files import atomic_write, atomic_write_with, fsync_path, temp_path
+from onceforall.files import (
+    atomic_write,
+    atomic_write_with,
+    check_writable,
+    fsync_path,
+    temp_path,
+)
 
 if TYPE_CHECKING:
     from onceforall.run import Run
@@ -252,13 +258,7 @@ def _previous_model_file(out: Path) -> Path | None:
 def _check_out_dir(out: Path, targets: list[Path], force: bool) -> None:
     """A clear error for an export directory that cannot be written, or whose files the export
     would overwrite without ``force``."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a directory; choose a directory")
-    base = next(d for d in (out, *out.parents) if d.exists())  # where the writing starts
-    if not base.is_dir():
-        raise FileExistsError(f"{base} is a file, so {out} cannot be created; choose another --out")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"{base} is not writable: cannot export to {out}; choose another --out")
+    check_writable(out, "--out")
     for target in targets:
         if target.is_dir():
             raise FileExistsError(f"{target} is a directory; remove it or choose another --out")

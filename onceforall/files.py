@@ -11,7 +11,35 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_with", "fsync_path", "temp_path"]
+__all__ = ["atomic_write", "atomic_write_with", "check_writable", "fsync_path", "temp_path"]
+
+
+def check_writable(path: str | Path, option: str = "--out", *, folder: bool = True) -> None:
+    """Fail at once, before any work, where ``path`` (a folder, or with ``folder=False`` a file;
+    existing or to be created) cannot be written: a file stands where a folder must be, or the
+    folder where writing starts denies it. ``option`` is what the user changes to fix it.
+
+    Raises:
+        FileExistsError: a file where a folder is needed (or a folder where the file goes).
+        PermissionError: the folder where writing starts is not writable.
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise FileExistsError(f"{option} {path} is a file, not a directory; choose a directory")
+        if not folder and path.is_dir():
+            raise FileExistsError(f"{option} {path} is a directory; give a file name")
+    base = next(d for d in (path, *path.parents) if d.exists())  # where the writing starts
+    if base != path and not base.is_dir():
+        raise FileExistsError(
+            f"{base} is a file, so {path} cannot be created; choose another {option}"
+        )
+    writes_in = base if base.is_dir() else base.parent  # a file is replaced from its folder
+    if not os.access(writes_in, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{writes_in} is not writable, so {path} cannot be written: choose another {option}, "
+            "or get write permission there"
+        )
 
 
 def fsync_path(path: str | Path) -> None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +261,45 @@ def test_export_to_a_file_is_a_clear_error(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"{user_file} is a file, so {user_file / 'sub'} cannot be created" in err
     assert user_file.read_text() == "keep me"
+
+
+def test_unwritable_destinations_are_refused_before_any_work(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    from onceforall.files import check_writable
+    from onceforall.training.finetune import finetune
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    before = _contents(run_dir)
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("keep me")
+    plot = user_file / "front.png"
+    argv = ["search", str(run_dir), "--pareto", "--plot", str(plot), "--samples", "8"]
+    assert cli_main(argv) == 2
+    assert f"{user_file} is a file, so {plot} cannot be created" in capsys.readouterr().err
+    argv[4] = str(tmp_path / "plots.png")  # a directory where the plot's file goes
+    (tmp_path / "plots.png").mkdir()
+    assert cli_main(argv) == 2
+    assert f"--plot {tmp_path / 'plots.png'} is a directory" in capsys.readouterr().err
+    cfg = run_dir / "config.yaml"
+    assert cli_main(["train", str(cfg), "--out", str(user_file / "run"), "--no-progress"]) == 2
+    assert f"{user_file} is a file, so" in capsys.readouterr().err
+    # A folder this user may not write to (root may write anywhere, so the check is simulated).
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: Path(p) not in (locked, run_dir) and real_access(p, mode)
+    )
+    with pytest.raises(PermissionError, match=f"{locked} is not writable, so {locked / 'm'}"):
+        check_writable(locked / "m" / "x.onnx", folder=False)
+    argv = ["latency", "kit", str(run_dir), "--out", str(locked / "kit")]
+    assert cli_main(argv) == 2 and f"{locked} is not writable" in capsys.readouterr().err
+    with pytest.raises(PermissionError, match=r"choose another run directory"):
+        finetune(Run.open(run_dir), _arch(Run.open(run_dir)), epochs=0.1, progress=False)
+    assert _contents(run_dir) == before and user_file.read_text() == "keep me"
+    assert not list(locked.iterdir())
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")

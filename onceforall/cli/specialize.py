@@ -23,6 +23,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     """Specialize a run for budgets: build what is missing, search, measure, print."""
     import json
 
+    from onceforall.files import check_writable
     from onceforall.run import Run
     from onceforall.specialize import Specializer, device_slug
 
@@ -32,6 +33,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
         check_backend(args.backend)  # a backend that cannot run here: before any work
     run = Run.open(args.run_dir)
+    plot = None
+    if args.pareto:  # where the front's plot goes, checked before any work
+        where = args.backend + (f"-{device_slug(args.device)}" if args.device else "")
+        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{where}.png")
+        check_writable(plot, "--plot", folder=False)
     timing = {f"latency_{k}": v for k, v in read_timing(args).items() if v is not None}
     spec = Specializer(
         run,
@@ -64,11 +70,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         labels = [f"top {i + 1}" for i in range(len(chosen))]
     picks = spec.measure([c.arch for c in chosen], labels, latency=not args.no_measure)
     rows = [p.to_dict() for p in picks]
-    if args.pareto:
+    if plot is not None:
         from onceforall.report import plot_pareto
 
-        where = args.backend + (f"-{device_slug(args.device)}" if args.device else "")
-        plot = Path(args.plot or run.path / f"pareto-{args.objective}-{where}.png")
         plot_pareto(front, picks, plot, objective=args.objective)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from onceforall.arch import ArchConfig
+from onceforall.files import check_writable
 from onceforall.predictors import onnx_timing
 from onceforall.predictors.latency import LatencyTable
 from onceforall.predictors.latency_build import plan_table
@@ -105,6 +106,7 @@ def write_kit(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty directory; choose another --out")
+    check_writable(out, "--out")
     if validate_subnets < 0 or threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(
             f"validate_subnets={validate_subnets} must be >= 0, threads={threads} and "
@@ -170,16 +172,24 @@ def write_kit(
 
 
 def read_measurements(path: str | Path, kit: str | Path | None = None) -> dict[str, Any]:
-    """Measurements of a kit's models (``measure.py``'s ``measurements.json``, or another
-    harness's: see :mod:`onceforall.predictors.onnx_timing`), with the kit's manifest under
-    ``"manifest"``: theirs if they carry it, else ``kit``'s (default: the directory the file is
-    in). Checked for format, version, the kit's identity and completeness.
+    """Measurements of a kit's models (``measure.py``'s ``measurements.json``, given as the file
+    or as the kit directory holding it; or another harness's: see
+    :mod:`onceforall.predictors.onnx_timing`), with the kit's manifest under ``"manifest"``:
+    theirs if they carry it, else ``kit``'s (default: the directory the file is in). Checked for
+    format, version, the kit's identity and completeness.
 
     Raises:
         FileNotFoundError: no such file, or no manifest to go with it.
         ValueError: not measurements of this kit, or incomplete.
     """
     path = Path(path)
+    if path.is_dir():  # the kit itself: its measure.py writes measurements.json into it
+        if not (path / "measurements.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is a directory without measurements.json: run `python {path}/measure.py "
+                f"{path}` on the device first, then import {path}/measurements.json"
+            )
+        path = path / "measurements.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: run `python KIT/measure.py KIT` on the device first"

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from onceforall.config import TrainConfig, config_to_dict, load_config, save_config
-from onceforall.files import atomic_write
+from onceforall.files import atomic_write, check_writable
 from onceforall.supernets import Supernet, create_supernet
 
 __all__ = [
@@ -245,8 +245,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool)
         raise ValueError(
             "--resume continues a run and --force deletes it to start over: pass one of them"
         )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    check_writable(run_dir, "--out")
     has_run = run_dir.is_dir() and any(run_dir.iterdir())
     if has_run and (resume or force) and not is_run_dir(run_dir):
         flag, fix = (

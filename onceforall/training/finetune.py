@@ -22,6 +22,7 @@ from tqdm import tqdm
 from onceforall.arch import ArchConfig
 from onceforall.data import augment_batch, make_loader, resize_batch
 from onceforall.elastic.depthwise import fast_depthwise_grad
+from onceforall.files import check_writable
 from onceforall.run import Run
 from onceforall.training.bn import recalibrate_bn
 from onceforall.training.checkpoint import atomic_write, save_weights
@@ -89,6 +90,7 @@ def finetune(
     path = finetuned_path(run, arch)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (arch fine-tuned before); pass --force to redo it")
+    check_writable(path, "run directory (fine-tuned weights are saved in it)", folder=False)
     config = run.config
     batch_size = batch_size or config.batch_size
     started = time.monotonic()
