@@ -109,6 +109,11 @@ def test_measurements_of_another_supernet_or_altered_are_refused(net, measured_k
         read_measurements(path)
     with pytest.raises(FileNotFoundError, match=r"measure\.py"):
         read_measurements(tmp_path / "missing.json")
+    # The kit directory stands for the measurements.json its measure.py wrote into it.
+    assert read_measurements(measured_kit) == data
+    (tmp_path / "unmeasured").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"a directory without measurements\.json"):
+        read_measurements(tmp_path / "unmeasured")
 
 
 def test_another_harness_measurements_import_with_the_kit_beside_them(net, measured_kit, tmp_path):
@@ -175,6 +180,47 @@ def test_measure_script_refuses_to_overwrite_and_times_one_model(measured_kit):
     assert bad.returncode == 2 and "--shape" in bad.stderr
     missing = _measure(measured_kit, str(measured_kit.parent / "nope"))
     assert missing.returncode == 2 and "latency kit" in missing.stderr
+
+
+def test_measure_script_names_a_bad_model_file_or_shape_without_a_traceback(measured_kit, tmp_path):
+    """A missing, non-ONNX or misshapen --model, or a kit with a lost or damaged model file:
+    one `measure.py: error:` line naming the problem and the fix, exit 2, no traceback."""
+    model = next((measured_kit / "models").glob("*-fit.onnx"))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    torchscript = tmp_path / "model.pt"
+    torchscript.write_bytes(b"PK\x03\x04 a TorchScript zip archive")
+    kit = tmp_path / "kit"
+    shutil.copytree(measured_kit, kit)
+    (kit / "measurements.json").unlink()
+    files = sorted((kit / "models").glob("*.onnx"))
+    lost = tmp_path / "lost_kit"
+    shutil.copytree(kit, lost)
+    (lost / "models" / files[1].name).unlink()
+    one = ("--repeats", "2")
+    for args, message in (
+        (("--model", str(tmp_path / "nofile.onnx"), "--shape", "1,1,24,24", *one),
+         "nofile.onnx does not exist: check the --model path"),
+        (("--model", str(text), "--shape", "1,1,24,24", *one), "notes.txt (INVALID_PROTOBUF"),
+        (("--model", str(torchscript), "--shape", "1,1,24,24", *one), "pass an .onnx file"),
+        (("--model", str(model), "--shape", "1,3,24,24", *one),
+         "takes an input of shape [batch, 1, 24, 24], not [1, 3, 24, 24]: pass --shape 1,1,24,24"),
+        (("--model", str(model), "--shape", "1,1,x", *one), "--shape 1,1,x is not positive"),
+        ((str(lost), "--quiet"), f"{files[1].name} does not exist: the kit is incomplete; copy"),
+    ):  # fmt: skip
+        done = _measure(kit, *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and message in done.stderr
+        assert done.stderr.startswith("measure.py: error: ") and done.stderr.count("\n") == 1
+    files[2].write_bytes(files[2].read_bytes()[:200])  # a copy cut short
+    damaged = _measure(kit, str(kit), "--quiet")
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr
+    assert f"cannot load {files[2]} (" in damaged.stderr and "copy the whole kit" in damaged.stderr
+    files[2].write_bytes((measured_kit / "models" / files[-1].name).read_bytes())  # swapped
+    swapped = _measure(kit, str(kit), "--quiet")
+    assert swapped.returncode == 2 and "Traceback" not in swapped.stderr
+    assert "the kit's models were changed" in swapped.stderr
+    assert not (kit / "measurements.json").exists()
 
 
 def test_cli_kit_measure_import_then_search_on_the_device(tiny_run, tmp_path, capsys):

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -71,6 +72,72 @@ def session(model: bytes | str | Path, threads: int, providers: Sequence[str] | 
     opts.log_severity_level = 3  # errors only: no per-session warnings on stderr
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=list(providers or DEFAULT_PROVIDERS))
+
+
+def _ort_errors(*names: str) -> tuple[type[Exception], ...]:
+    """onnxruntime's exception classes of these names (those this onnxruntime version has)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(c for c in (getattr(state, n, None) for n in names) if isinstance(c, type))
+
+
+def _ort_message(exc: Exception) -> str:
+    """onnxruntime's error text on one line, without its ``[ONNXRuntimeError] : N :`` prefix."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", " ".join(str(exc).split()))
+
+
+def load_model(
+    path: str | Path,
+    threads: int,
+    providers: Sequence[str] | None,
+    shape: Sequence[int],
+    missing: str,
+    unloadable: str,
+    misfit: str,
+) -> Callable[[], Any]:
+    """:func:`runner` of a :func:`session` of the ONNX file ``path`` on an input of ``shape``.
+
+    A file that is missing, is no ONNX model this onnxruntime loads, or takes another input
+    shape is a FileNotFoundError or ValueError that names it and says what to do (``missing``,
+    ``unloadable``, ``misfit``), not onnxruntime's traceback.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not an ONNX file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"{path} {what}: {missing}")
+    load_errors = _ort_errors("NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
+                              "InvalidArgument", "Fail", "NotImplemented")  # fmt: skip
+    try:
+        sess = session(path, threads, providers)
+    except load_errors as exc:
+        raise ValueError(
+            f"onnxruntime {ort.__version__} cannot load {path} ({_ort_message(exc)}): {unloadable}"
+        ) from exc
+    expected = list(sess.get_inputs()[0].shape)  # ints, and names or None for dynamic axes
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
+    if len(fixed) != len(shape) or any(d not in (None, shape[i]) for i, d in enumerate(fixed)):
+        same_rank = len(fixed) == len(shape)
+        fit = [d if d is not None else (shape[i] if same_rank else 1) for i, d in enumerate(fixed)]
+        shown = "[" + ", ".join(str(d) for d in expected) + "]"
+        raise ValueError(
+            f"{path} takes an input of shape {shown}, not {list(shape)}: "
+            + misfit.format(shape=",".join(str(d) for d in fit))
+        )
+    return runner(sess, shape)
+
+
+def check_providers(providers: Sequence[str]) -> None:
+    """A ValueError unless this onnxruntime build has every one of ``providers``."""
+    import onnxruntime as ort
+
+    missing = [p for p in providers if p not in ort.get_available_providers()]
+    if missing:
+        raise ValueError(
+            f"execution provider(s) {missing} are not in this onnxruntime build (available: "
+            f"{ort.get_available_providers()}); install an onnxruntime package that has them"
+        )
 
 
 def runner(sess: Any, shape: Sequence[int]) -> Callable[[], Any]:
@@ -179,19 +246,24 @@ def measure_kit(
     warmup = manifest["warmup"] if warmup is None else warmup
     repeats = manifest["repeats"] if repeats is None else repeats
     providers = list(providers or DEFAULT_PROVIDERS)
-    missing = [p for p in providers if p not in ort.get_available_providers()]
-    if missing:
-        raise ValueError(
-            f"execution provider(s) {missing} are not in this onnxruntime build (available: "
-            f"{ort.get_available_providers()}); install an onnxruntime package that has them"
-        )
+    check_providers(providers)
     models = manifest["models"]
     start = time.perf_counter()
     runs = []
+    copy = "copy the whole kit directory to this device again"
     for i, model in enumerate(models):
         if progress and (i % 50 == 0 or i == len(models) - 1):
             print(f"preparing {i + 1}/{len(models)} models", file=sys.stderr)
-        runs.append(runner(session(kit / model["file"], threads, providers), model["input_shape"]))
+        run = load_model(
+            kit / model["file"],
+            threads,
+            providers,
+            model["input_shape"],
+            missing=f"the kit is incomplete; {copy}",
+            unloadable=f"the file is damaged; {copy} (or install a newer onnxruntime)",
+            misfit=f"the kit's models were changed; {copy}",
+        )
+        runs.append(run)
 
     def rounds(r: range) -> Iterable[int]:
         for i in r:
@@ -254,10 +326,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model:
             if not args.shape:
                 raise ValueError("--model needs --shape, e.g. --shape 1,1,28,28 (see card.json)")
-            shape = [int(s) for s in args.shape.split(",")]
-            run = runner(session(args.model, args.threads or 1, providers), shape)
+            try:
+                shape = [int(s) for s in args.shape.split(",")]
+            except ValueError:
+                shape = []
+            if not shape or min(shape) < 1:
+                raise ValueError(
+                    f"--shape {args.shape} is not positive whole numbers separated by commas, "
+                    "e.g. --shape 1,1,28,28"
+                )
+            check_providers(providers or DEFAULT_PROVIDERS)
+            run = load_model(
+                args.model,
+                args.threads or 1,
+                providers,
+                shape,
+                missing="check the --model path",
+                unloadable="pass an .onnx file, such as `onceforall export --format onnx` writes "
+                "(not a TorchScript .pt), or install a newer onnxruntime",
+                misfit="pass --shape {shape}",
+            )
             warmup = 10 if args.warmup is None else args.warmup
-            ms = time_interleaved([run], [True], warmup, args.repeats or 50)[0]
+            try:
+                ms = time_interleaved([run], [True], warmup, args.repeats or 50)[0]
+            except _ort_errors("InvalidArgument") as exc:
+                raise ValueError(
+                    f"onnxruntime cannot run {args.model} on a float32 input of shape {shape} "
+                    f"({_ort_message(exc)}); pass a model that takes one float32 input"
+                ) from exc
             print(f"{args.model}: {ms:.4f} ms (median of {args.repeats or 50} calls, "
                   f"{args.threads or 1} thread(s), input {shape})")  # fmt: skip
             return 0
