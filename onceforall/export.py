@@ -79,8 +79,15 @@ def export_onnx(
 
 def export_torchscript(model: nn.Module, path: str | Path) -> Path:
     """Write ``model`` scripted with ``torch.jit.script`` (loadable with ``torch.jit.load``),
-    atomically."""
-    scripted = torch.jit.script(model.eval())
+    atomically.
+
+    PyTorch deprecates TorchScript in favour of ``torch.export``; a user who asks for this format
+    asked for it, so its deprecation warning is not repeated at every export (``--format``'s help
+    says it once, and points to ONNX for deployment).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)
+        scripted = torch.jit.script(model.eval())
     return atomic_write_with(path, lambda tmp: scripted.save(tmp))
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,11 @@ def test_onnx_export_runs_in_onnxruntime_alone_and_matches_torch(run, tmp_path):
 @pytest.mark.parametrize("fmt", ["torchscript", "safetensors"])
 def test_torchscript_and_safetensors_exports_match_torch(run, tmp_path, fmt):
     arch = _arch(run)
-    card = export_subnet(run, arch, fmt, tmp_path / fmt, measure=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        card = export_subnet(run, arch, fmt, tmp_path / fmt, measure=False)
+    # The format was asked for: PyTorch's deprecation of TorchScript is said in --format's help.
+    assert not [w for w in caught if "jit.script" in str(w.message)]
     assert set(card) >= CARD_KEYS and card["latency_ms"] is None and card["format"] == fmt
     model = load_exported(tmp_path / fmt)
     x = _images(run, arch)

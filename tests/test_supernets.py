@@ -94,6 +94,9 @@ def test_info_cli_shows_a_familys_space_costs_and_samples(capsys):
     with pytest.raises(SystemExit):
         cli_main(["info", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["info", "--samples", "-1"])
+    assert "'-1' is not a whole number >= 0" in capsys.readouterr().err
 
 
 def test_output_cut_short_by_its_reader_ends_quietly():

@@ -256,7 +256,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="write one subnet as ONNX/TorchScript/safetensors + card")
     ex.add_argument("run_dir")
     ex.add_argument("--arch", required=True, help="arch string (from onceforall search)")
-    ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    ex.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript", "safetensors"),
+        help="onnx (onnxruntime and most runtimes), torchscript (torch.jit.load; PyTorch "
+        "deprecates TorchScript), safetensors (weights, with the card to rebuild the subnet)",
+    )
     ex.add_argument("--out", required=True, help="output directory")
     ex.add_argument("--backend", choices=BACKENDS, help="latency backend for the card")
     ex.add_argument("--finetuned", action="store_true", help="the fine-tuned weights")

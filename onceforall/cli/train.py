@@ -6,6 +6,8 @@ import argparse
 
 import torch
 
+from onceforall.cli.common import whole
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print what a supernet family offers: its space, cost range and a few sampled subnets."""
@@ -98,7 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     info.add_argument(
         "--in-channels", type=int, help="default: 3 for ImageNet-size families, else 1"
     )
-    info.add_argument("--samples", type=int, default=5, help="random subnets to show")
+    info.add_argument("--samples", type=whole, default=5, help="random subnets to show")
     info.add_argument("--seed", type=int, default=0)
     info.set_defaults(func=_cmd_info)
 
