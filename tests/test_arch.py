@@ -128,6 +128,9 @@ def test_largest_smallest_and_membership():
     assert set(sum(big.expand_ratios, ())) == {6.0} and big.resolution == 32
     assert small.depths == (2,) * 5 and small.resolution == 24
     assert big in SPACE and small in SPACE and "r28" not in SPACE
+    # An arch's string is the arch, as everywhere an arch is taken.
+    assert str(big) in SPACE and str(small) in SPACE and str(big).replace("r32", "r99") not in SPACE
+    assert SPACE.validate(str(small)) == small and 28 not in SPACE
 
 
 def _brute_force_size(space: SearchSpace) -> int:

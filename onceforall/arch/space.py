@@ -220,6 +220,12 @@ class SearchSpace:
         return arch
 
     def __contains__(self, arch: object) -> bool:
+        """Whether ``arch`` (an :class:`ArchConfig` or its string) belongs to this space."""
+        if isinstance(arch, str):
+            try:
+                arch = ArchConfig.parse(arch)
+            except ValueError:
+                return False
         return isinstance(arch, ArchConfig) and not self._errors(arch)
 
     def arch(
