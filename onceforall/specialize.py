@@ -272,11 +272,20 @@ class Specializer:
 
     # ---------------------------------------------------------------- search
     def search(
-        self, constraints: list[Constraint], *, top_k: int = 1, seed: int = 0
+        self,
+        constraints: list[Constraint],
+        *,
+        top_k: int = 1,
+        seed: int = 0,
+        seeds: Sequence[ArchConfig | str] = (),
     ) -> list[Candidate]:
         """The ``top_k`` distinct archs of highest accuracy meeting every budget: measured for
         the accuracy dataset's archs (which seed the first population), predicted for the rest
-        (:meth:`AccuracyPredictor.accuracy`)."""
+        (:meth:`AccuracyPredictor.accuracy`).
+
+        ``seeds`` join the first population where they meet the budgets: a tighter budget's
+        pick, given to a looser budget's search, makes sure the looser one returns an arch at
+        least as accurate (the evolution keeps its best)."""
         pred = self.predictor
         result = evolutionary_search(
             self.run.net.space,
@@ -284,7 +293,7 @@ class Specializer:
             constraints,
             top_k=top_k,
             seed=seed,
-            seeds=pred.best_measured(),
+            seeds=[*(self.run.parse(a) for a in seeds), *pred.best_measured()],
         )
         return list(result.top)
 

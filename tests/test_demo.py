@@ -45,6 +45,10 @@ def test_demo_writes_every_artifact_and_picks_meet_their_budgets(demo_dir):
     assert [p["label"] for p in picks] == ["tight", "middle", "loose"]
     budgets = [p["budget_ms"] for p in picks]
     assert budgets == sorted(budgets)
+    # A looser budget never picks a less accurate subnet: each search starts from the tighter
+    # budgets' picks, which fit it too.
+    scores = [p["predicted_accuracy"] for p in picks]
+    assert scores == sorted(scores)
     run = Run.open(demo_dir / "run")
     # Each pick meets its budget by the same latency model the search used.
     table = Specializer(run, "onnxruntime").latency_table
@@ -325,6 +329,16 @@ def test_measure_takes_an_arch_given_twice_once(demo_dir, monkeypatch):
     by_name = spec.measure([str(b)], ["tight"], latency=False)[0]
     assert by_name.arch == picks[1].arch and by_name.holdout_accuracy == picks[1].holdout_accuracy
     assert run.accuracy(run.subnet(b), str(b)) == picks[1].holdout_accuracy
+    # Seeds (a tighter budget's pick, as its string too) start the search, before the measured.
+    given = {}
+    real_search = specialize.evolutionary_search
+    monkeypatch.setattr(
+        specialize,
+        "evolutionary_search",
+        lambda *args, **kw: given.update(kw) or real_search(*args, **kw),
+    )
+    best = spec.search(spec.constraints(macs=2 * run.net.macs(b)), seeds=[str(b)])[0]
+    assert given["seeds"][0] == b and best.score >= spec.predictor.accuracy([b])[0]
     assert (run.path / "accuracy_predictor.json").stat().st_mtime_ns == predictor
 
 
