@@ -869,6 +869,18 @@ def test_damaged_or_mismatched_run_files_are_named_not_tracebacks(finished_run, 
     assert "weights_only" not in str(info.value)  # not torch's advice to unpickle freely
 
 
+def test_a_checkpoints_optimizer_state_of_another_layout_is_named(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainInterrupted):
+        train(tiny_config(), run, progress=False, stop_after_steps=2)
+    state = json.loads((run / "checkpoint.json").read_text())
+    extra = torch.load(run / state["tensors"], weights_only=True)
+    extra["optimizer"]["param_groups"] = extra["optimizer"]["param_groups"][:1]  # another run's
+    torch.save(extra, run / state["tensors"])
+    with pytest.raises(ValueError, match=r"optimizer state that does not fit phase 'full'"):
+        train(tiny_config(), run, progress=False, resume=True)
+
+
 def test_a_diverged_loss_stops_training_with_the_fix_named(tmp_path, monkeypatch, capsys):
     from onceforall.training import step
 

@@ -286,7 +286,15 @@ def train(
             net.sort_channels()
         optimizer = phase_optimizer(net, config, phase)
         if not fresh_phase and "optimizer" in extra:
-            optimizer.load_state_dict(extra["optimizer"])
+            try:
+                optimizer.load_state_dict(extra["optimizer"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"the checkpoint in {run_dir} ({state.get('tensors')}) holds optimizer state "
+                    f"that does not fit phase {pc.name!r} of this run ({exc}): its files were "
+                    "replaced or mixed with another run's. Restore them, or start over with "
+                    "--force"
+                ) from exc
         steps_per_epoch = len(EpochBatches(data, config, env, 0))
         # Fractional epochs: the last epoch stops early (its batch order is still a full shuffle).
         total_steps = max(1, round(pc.epochs * steps_per_epoch))
