@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -450,6 +452,56 @@ def test_make_loader_tensor_dataset_batches():
     x, y = next(iter(loader))
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert len(loader) == 5 and sum(len(b[1]) for b in loader) == len(bundle.train)
+
+
+def test_imagefolder_skips_hidden_files_and_folders_and_names_class_mismatches(tmp_path):
+    from PIL import Image
+
+    _image_tree(tmp_path)
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    # What folders collect beside images: macOS resource forks, thumbnail and notebook folders.
+    Image.fromarray(pixels).save(tmp_path / "train" / "cat" / "._0.png")
+    for split in ("train", "val"):
+        (tmp_path / split / ".thumbnails").mkdir()
+        Image.fromarray(pixels).save(tmp_path / split / ".thumbnails" / "t.png")
+        (tmp_path / split / "dog" / ".cache").mkdir()
+        Image.fromarray(pixels).save(tmp_path / split / "dog" / ".cache" / "c.png")
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # empty: torchvision refused it
+    config = DataConfig(dataset="imagefolder", root=str(tmp_path), image_size=32, holdout_size=2)
+    bundle = load_data(config)
+    assert bundle.class_names == ("cat", "dog")
+    assert (len(bundle.train), len(bundle.holdout), len(bundle.test)) == (6, 2, 4)
+    (tmp_path / "val" / "bird").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "val" / "bird" / "b.png")
+    with pytest.raises(ValueError, match=r"only in val/: \['bird'\]: every class needs"):
+        load_data(config)
+    shutil.rmtree(tmp_path / "val" / "bird")
+    shutil.rmtree(tmp_path / "val" / "dog")
+    with pytest.raises(ValueError, match=r"only in train/: \['dog'\]"):
+        load_data(config)
+
+
+def test_imagefolder_scales_16_bit_images_and_refuses_what_it_cannot_read(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from onceforall.data.imagefolder import _open_rgb
+
+    grey16 = tmp_path / "g16.png"
+    Image.fromarray(np.full((4, 4), 30000, np.uint16)).save(grey16)
+    assert _open_rgb(str(grey16)).getpixel((0, 0)) == (116, 116, 116)  # 30000 / 257, not white
+    as_int = tmp_path / "i32.tiff"
+    Image.fromarray(np.full((4, 4), 1000, np.int32)).save(as_int)
+    assert _open_rgb(str(as_int)).getpixel((0, 0)) == (3, 3, 3)
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(as_int)
+    with pytest.raises(ValueError, match=r"32-bit values .* convert it"):
+        _open_rgb(str(as_int))
+    floats = tmp_path / "f.tiff"
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(floats)
+    with pytest.raises(ValueError, match=r"floating-point values .* convert it"):
+        _open_rgb(str(floats))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3)  # 16 pixels is then a decompression bomb
+    with pytest.raises(ValueError, match=r"g16\.png is too large to decode safely.*downscale"):
+        _open_rgb(str(grey16))
 
 
 def test_imagefolder_names_an_unreadable_image_and_an_empty_class_folder(tmp_path):

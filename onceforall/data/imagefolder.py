@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 def load_imagefolder(config: DataConfig) -> DataBundle:
     """The ImageFolder dataset of ``config.root`` (see :func:`onceforall.data.load_data`)."""
     from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
     from torchvision.datasets.vision import StandardTransform
 
     layout = "train/ and val/ (or test/) subfolders, each holding one folder per class"
@@ -42,8 +42,8 @@ def load_imagefolder(config: DataConfig) -> DataBundle:
     crop = _RandomResizedCropFlip(size, config.split_seed)
     train_tf = T.Compose([crop, T.ToTensor(), normalize])
     try:
-        train_folder = ImageFolder(str(root / "train"), transform=train_tf, loader=_open_rgb)
-        test_folder = ImageFolder(str(test_dir), transform=eval_tf, loader=_open_rgb)
+        train_folder = _image_folder(root / "train", train_tf)
+        test_folder = _image_folder(test_dir, eval_tf)
     except FileNotFoundError as exc:  # torchvision's message names the classes, not the folder
         raise FileNotFoundError(f"{root}: {exc}; data.root must hold {layout}") from None
     # Same file list with the eval transform, for the holdout; a shallow copy of the folder
@@ -51,7 +51,15 @@ def load_imagefolder(config: DataConfig) -> DataBundle:
     eval_folder = copy.copy(train_folder)
     eval_folder.transform, eval_folder.transforms = eval_tf, StandardTransform(eval_tf)
     if test_folder.classes != train_folder.classes:
-        raise ValueError(f"class folders of {test_dir} differ from those of {root / 'train'}")
+        train_set, test_set = set(train_folder.classes), set(test_folder.classes)
+        only_train = sorted(train_set - test_set)
+        only_test = sorted(test_set - train_set)
+        raise ValueError(
+            f"class folders of {test_dir} differ from those of {root / 'train'}"
+            + (f"; only in train/: {only_train}" if only_train else "")
+            + (f"; only in {test_dir.name}/: {only_test}" if only_test else "")
+            + ": every class needs a folder (with images) in both"
+        )
     train_idx, holdout_idx = holdout_split(len(train_folder), config)
     test_idx = seeded_subset(len(test_folder), config.test_subset, config.split_seed)
     return DataBundle(
@@ -67,15 +75,97 @@ def load_imagefolder(config: DataConfig) -> DataBundle:
     )
 
 
+def _visible(root: Path):
+    """``is_valid_file`` for an ImageFolder under ``root``: an image by its extension, and not
+    hidden (``.``-names, such as macOS's ``._x.jpg`` resource forks and ``.thumbnails/``)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    def valid(path: str) -> bool:
+        inside = Path(path).relative_to(root).parts
+        return not any(p.startswith(".") for p in inside) and has_file_allowed_extension(
+            path, IMG_EXTENSIONS
+        )
+
+    return valid
+
+
+def _image_folder(root: Path, transform: Any) -> Any:
+    """torchvision's ``ImageFolder`` of ``root``, without hidden files and folders (a
+    ``.thumbnails/`` or ``.ipynb_checkpoints/`` folder is no class), every class with images.
+
+    Raises:
+        FileNotFoundError: no class folder, or one without images, naming it.
+    """
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(
+        str(root),
+        transform=transform,
+        loader=_open_rgb,
+        is_valid_file=_visible(root),
+        allow_empty=True,
+    )
+    keep = [c for c in folder.classes if not c.startswith(".")]
+    if keep != folder.classes:
+        index = {c: i for i, c in enumerate(keep)}
+        old = folder.classes
+        folder.samples = [(p, index[old[t]]) for p, t in folder.samples if old[t] in index]
+        folder.imgs = folder.samples
+        folder.targets = [t for _, t in folder.samples]
+        folder.classes, folder.class_to_idx = keep, index
+    if not keep:
+        raise FileNotFoundError(f"no class folder in {root}")
+    counts = Counter(folder.targets)
+    empty = [c for i, c in enumerate(keep) if not counts[i]]
+    if empty:
+        raise FileNotFoundError(
+            f"class folder(s) {empty} of {root} hold no images (.jpg, .png, ...); add images "
+            "or remove the folder"
+        )
+    return folder
+
+
+# 16-bit images (PNG, TIFF) are scaled to 8 bits as value / 257 (65535 -> 255); PIL's own RGB
+# conversion clips them instead, so a mid-grey 16-bit image came out white.
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
 def _open_rgb(path: str):
-    """torchvision's default image loader, with an unreadable file named as the fix."""
+    """torchvision's default image loader, with an unreadable file named as the fix, and 16-bit
+    images scaled to 8 bits (PIL's conversion would clip them) rather than saturated.
+
+    Raises:
+        ValueError: the file is no readable image, too large for PIL's decompression-bomb guard,
+            or holds floating-point or 32-bit values that have no one scale to 8 bits.
+    """
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            img = Image.open(f)
+            img.load()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"{path} is too large to decode safely ({exc}); downscale it, or raise PIL's limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS) if the image is trusted"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc}); remove or replace it") from None
+    if img.mode in _SIXTEEN_BIT:
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"{path} holds 32-bit values ({values.min()}..{values.max()}) with no known scale "
+                "to 8 bits; convert it to an 8- or 16-bit image"
+            )
+        return Image.fromarray((values.astype(np.uint32) // 257).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        raise ValueError(
+            f"{path} holds floating-point values with no known scale to 8 bits; convert it to an "
+            "8- or 16-bit image"
+        )
+    return img.convert("RGB")
 
 
 class KeyedSubset(Subset):
