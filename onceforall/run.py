@@ -23,6 +23,7 @@ from onceforall.training.checkpoint import (
     STATE_FILE,
     SUPERNET_FILE,
     TEACHER_FILE,
+    check_data,
     diff_keys,
     load_supernet,
     load_weights,
@@ -83,13 +84,15 @@ class Run:
                 for a trained run (its config is edited, not overridden).
         """
         try:
-            return load_data(self.config.data)
+            data = load_data(self.config.data)
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 f"{exc}\nThis run reads its data as {self.path / CONFIG_FILE} says: if the data "
                 "moved, set data.root (or data.download) there; the run's commands take no "
                 "data.root=DIR override (the same data gives the same split)."
             ) from exc
+        check_data(self.path, data)  # the data it trained on, not what the folder holds now
+        return data
 
     def parse(self, arch: ArchConfig | str) -> ArchConfig:
         """An arch of this run's space, from an :class:`ArchConfig` or its string.

@@ -690,6 +690,27 @@ def test_a_runs_missing_data_names_its_config_file(finished_run, tmp_path):
         _ = Run.open(run_dir).data
 
 
+def test_a_run_refuses_data_other_than_it_trained_on(finished_run, tmp_path):
+    from onceforall.training.checkpoint import check_data
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    data = Run.open(run_dir).data  # the data it trained on
+    trained = list(data.class_names)
+    # A class folder added after training: every label would move, and the card misname them.
+    added = SimpleNamespace(**{**vars(data), "class_names": ("ant", *trained)})
+    with pytest.raises(ValueError, match=r"classes new: \['ant'\].*train a new run"):
+        check_data(run_dir, added)
+    renamed = SimpleNamespace(**{**vars(data), "class_names": (*trained[:-1], "other")})
+    with pytest.raises(ValueError, match=rf"gone: \['{trained[-1]}'\], new: \['other'\]"):
+        check_data(run_dir, renamed)
+    # Another holdout: images training saw would be scored as held out.
+    config = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(config.replace("holdout_size: 64", "holdout_size: 32"))
+    with pytest.raises(ValueError, match=r"holdout images 64 -> 32"):
+        _ = Run.open(run_dir).data
+
+
 def test_bn_recalibration_trains_only_batch_norm_and_leaves_the_global_rng():
     net = small_mbv3()  # dropout 0.1 before the classifier
     arch = net.space.smallest()

@@ -176,6 +176,53 @@ def load_supernet(run_dir: str | Path, *, device: str | torch.device = "cpu") ->
     return load_weights(net, weights).eval()
 
 
+def data_record(data: Any) -> dict[str, Any]:
+    """What a run's ``supernet.safetensors`` records of the data it was trained on (metadata key
+    ``data``; ``data`` a :class:`~onceforall.data.DataBundle`): the classes in label order and
+    the sizes of the training and holdout splits. The test split's size is not recorded: it
+    plays no part in training, and more test images may be added later."""
+    return {
+        "class_names": list(data.class_names),
+        "in_channels": data.in_channels,
+        "train_images": len(data.train),
+        "holdout_images": len(data.holdout),
+    }
+
+
+def check_data(run_dir: str | Path, data: Any) -> None:
+    """Refuse data that is not what the run in ``run_dir`` trained on: a class folder added or
+    renamed moves every label (the exported card would name the outputs wrongly), and an image
+    added or removed redraws the holdout from images training saw. Runs from before the record
+    are not checked.
+
+    Raises:
+        ValueError: naming what changed and the fix.
+    """
+    run_dir = Path(run_dir)
+    trained = _metadata(run_dir / SUPERNET_FILE).get("data")
+    if trained is None:
+        return
+    now = data_record(data)
+    changed = [k for k in trained if trained[k] != now.get(k)]
+    if not changed:
+        return
+    shown = []
+    for k in changed:
+        if k == "class_names":
+            old, new = trained[k], now[k]
+            gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
+            parts = [f"gone: {gone}" if gone else "", f"new: {added}" if added else ""]
+            shown.append("classes " + (", ".join(p for p in parts if p) or "reordered"))
+        else:
+            shown.append(f"{k.replace('_', ' ')} {trained[k]} -> {now[k]}")
+    raise ValueError(
+        f"the data that {run_dir / CONFIG_FILE} points to is not what this run trained on "
+        f"({'; '.join(shown)}): the labels, holdout and test scores would not be the run's. "
+        "Restore the data as it was (or set data.root in that config.yaml to a copy of it), or "
+        "train a new run on the new data"
+    )
+
+
 def model_record(config: TrainConfig) -> dict[str, Any]:
     """The config's ``model`` section as JSON values: what a run's ``supernet.safetensors``
     records of the network it holds (its metadata key ``model``)."""

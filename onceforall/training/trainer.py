@@ -35,6 +35,7 @@ from onceforall.training.checkpoint import (
     TEACHER_FILE,
     append_metrics,
     check_run_dir,
+    data_record,
     load_state,
     load_weights,
     model_record,
@@ -426,5 +427,6 @@ def train(
 
 def _save_supernet(net: Supernet, run_dir: Path, data: DataBundle, config: TrainConfig) -> None:
     meta = {"num_classes": data.num_classes, "in_channels": data.in_channels,
-            "family": config.model.family, "model": model_record(config)}  # fmt: skip
+            "family": config.model.family, "model": model_record(config),
+            "data": data_record(data)}  # fmt: skip
     save_weights(net, run_dir / SUPERNET_FILE, meta)
