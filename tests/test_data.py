@@ -354,6 +354,19 @@ def test_data_shape_without_loading(tmp_path, fashion):
     assert data_shape(DataConfig(dataset="imagefolder", root=str(tmp_path / "absent"))) is None
 
 
+def test_imagefolder_root_that_is_no_folder_and_both_test_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data.root=.*absent does not exist"):
+        load_data(DataConfig(dataset="imagefolder", root=str(tmp_path / "absent")))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"data.root=.*file is a file, not a directory"):
+        load_data(DataConfig(dataset="imagefolder", root=str(tmp_path / "file")))
+    _image_tree(tmp_path / "both")
+    shutil.copytree(tmp_path / "both" / "val", tmp_path / "both" / "test")
+    config = DataConfig(dataset="imagefolder", root=str(tmp_path / "both"), holdout_size=2)
+    with pytest.warns(UserWarning, match=r"both val/ and test/: val/ is the test set here"):
+        load_data(config)
+
+
 def test_imagefolder_missing_train(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="train/"):

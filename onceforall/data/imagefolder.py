@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,15 @@ def load_imagefolder(config: DataConfig) -> DataBundle:
     if config.root is None:
         raise FileNotFoundError(f"data.dataset=imagefolder needs data.root=DIR with {layout}")
     root = Path(config.root).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"data.root={config.root} {what}; data.root must hold {layout}")
+    if (root / "val").is_dir() and (root / "test").is_dir():
+        warnings.warn(
+            f"{root} holds both val/ and test/: val/ is the test set here and test/ is not used "
+            "(the holdout comes from train/); move val/ away to test on test/",
+            stacklevel=2,
+        )
     test_dir = first_existing(root / "val", root / "test", test=Path.is_dir)
     if not (root / "train").is_dir() or test_dir is None:
         missing = "train/" if not (root / "train").is_dir() else "val/ (or test/)"
