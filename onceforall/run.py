@@ -100,7 +100,7 @@ class Run:
         Raises:
             ValueError: malformed, or outside the space (naming the field and the choices).
         """
-        return self.net.space.validate(ArchConfig.parse(arch) if isinstance(arch, str) else arch)
+        return self.net.space.validate(arch)
 
     def calibration_batches(self, num_images: int | None = None):
         """The fixed holdout slice every subnet's batch norm is recalibrated on."""

@@ -134,8 +134,6 @@ class Supernet(nn.Module):
         Raises:
             ValueError: if the arch is outside :attr:`space`, naming the field and the choices.
         """
-        if isinstance(arch, str):
-            arch = ArchConfig.parse(arch)
         self._active = self.space.validate(arch)
         return self._active
 
@@ -169,11 +167,7 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     def _resolve(self, arch: ArchConfig | str | None) -> ArchConfig:
-        if arch is None:
-            return self._active
-        if isinstance(arch, str):
-            arch = ArchConfig.parse(arch)
-        return self.space.validate(arch)
+        return self._active if arch is None else self.space.validate(arch)
 
     @torch.no_grad()
     def extract(
